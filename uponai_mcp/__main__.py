@@ -1,0 +1,3 @@
+from uponai_mcp.cli import main
+
+raise SystemExit(main())
