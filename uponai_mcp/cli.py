@@ -1,16 +1,47 @@
-"""Process entry: `uponai-mcp serve | sandbox | demo`. Nothing is printed to stdout but protocol."""
+"""Process entry: `uponai-mcp serve | sandbox | demo`. Only protocol bytes ever reach stdout."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+
+
+def _serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="uponai-mcp serve", description="Run the MCP server.")
+    parser.add_argument("--read-only", action="store_true", help="leave the mutating tools out of tools/list")
+    parser.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from uponai_mcp.config import Settings
+    from uponai_mcp.server import create_server
+
+    settings = Settings.from_env()
+    if args.read_only:
+        settings = settings.model_copy(update={"read_only": True})
+    server = create_server(settings)
+    if args.transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=args.host, port=args.port)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv else "serve"
+    command = argv.pop(0) if argv and not argv[0].startswith("-") else "serve"
+    if command == "serve":
+        return _serve(argv)
     if command == "sandbox":
         from uponai_mcp.sandbox import main as sandbox_main
 
         return sandbox_main(argv)
+    if command == "demo":
+        from uponai_mcp.demo import main as demo_main
+
+        return demo_main(argv)
     print(f"uponai-mcp: unknown command {command!r}; use serve, sandbox or demo", file=sys.stderr)
     return 2

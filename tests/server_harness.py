@@ -1,0 +1,95 @@
+"""A real MCP server wired to a real sandbox over loopback, for the server tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from mcp import Client
+
+from uponai_mcp.config import Settings
+from uponai_mcp.sandbox import SandboxConfig, running_sandbox
+from uponai_mcp.sandbox.seed import ACCOUNT_SID, WORKSPACE_ID
+from uponai_mcp.server import create_server
+
+TWILIO = "+14155550100"
+TELNYX = "+14155550101"
+CUSTOM = "+14155550102"
+
+
+class WallClock:
+    """An injectable wall clock for calling windows and token expiry."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime.now(UTC)
+        self.frozen = now is not None
+
+    def __call__(self) -> datetime:
+        return self.now if self.frozen else datetime.now(UTC)
+
+
+@dataclass
+class Harness:
+    client: Client
+    sandbox_url: str
+    http: httpx.AsyncClient
+    wall: WallClock
+
+    async def call(self, tool: str, **args: Any):
+        return await self.client.call_tool(tool, args)
+
+    async def ok(self, tool: str, **args: Any) -> dict:
+        result = await self.call(tool, **args)
+        assert not result.is_error, result.content[0].text
+        return result.structured_content
+
+    async def refused(self, tool: str, **args: Any) -> str:
+        """The refusal code of a tool call that must fail."""
+        result = await self.call(tool, **args)
+        assert result.is_error, f"expected a refusal, got {result.structured_content}"
+        return refusal_code(tool, result.content[0].text)
+
+    async def sandbox_calls(self) -> list[dict]:
+        return (await self.http.get("/_sandbox/calls")).json()["calls"]
+
+    async def fault(self, **body: Any) -> None:
+        (await self.http.post("/_sandbox/faults", json=body)).raise_for_status()
+
+
+def refusal_code(tool: str, text: str) -> str:
+    """`Error executing tool <tool>: <code>: <sentence>` -> `<code>`; asserts the sentence is there."""
+    prefix = f"Error executing tool {tool}: "
+    assert text.startswith(prefix), text
+    code, _, sentence = text[len(prefix):].partition(": ")
+    assert code.isidentifier() and len(sentence) > 10, text
+    return code
+
+
+def settings_for(url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        api_key="sk_sandbox", base_url=url, sandbox=False, dialect="uponai", workspace_id=WORKSPACE_ID,
+        account_sid=ACCOUNT_SID, data_dir=data_dir, confirm="never", calling_window="off",
+        read_timeout_s=5.0, create_timeout_s=5.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def harness(
+    data_dir: Path, *, sandbox: SandboxConfig | None = None, wall: WallClock | None = None,
+    client_kwargs: dict[str, Any] | None = None, **overrides: Any,
+) -> AsyncIterator[Harness]:
+    wall = wall or WallClock()
+    async with running_sandbox(sandbox or SandboxConfig(speed=100)) as sb:
+        server = create_server(settings_for(sb.url, data_dir, **overrides), wall=wall)
+        async with (
+            httpx.AsyncClient(base_url=sb.url, headers={"Authorization": "Bearer sk_sandbox"}) as http,
+            Client(server, **(client_kwargs or {})) as client,
+        ):
+            yield Harness(client, sb.url, http, wall)

@@ -1,0 +1,295 @@
+"""The async platform client: one method per operation, in either dialect.
+
+`Transport` does HTTP, retries and errors; `dialects` maps bodies; this module sequences the
+calls an operation needs (e.g. the native create-call first reads the from-number's binding).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from uponai_mcp.config import Settings
+from uponai_mcp.models import (
+    Agent,
+    BindingUpdate,
+    Call,
+    CallFilter,
+    CallPage,
+    CallRequest,
+    Concurrency,
+    PhoneNumber,
+)
+
+from . import dialects as d
+from .errors import ConfigurationError, InvalidRequest, NotFound, OutcomeUnknown
+from .transport import DEFAULT_TIMEOUT, Ambiguous, Transport
+
+Dialect = Literal["uponai", "retell"]
+
+RECONCILE_MARGIN_MS = 5 * 60 * 1000  # clock skew between us and the platform
+RECONCILE_MAX_PAGES = 50  # bound the native scan: 50 pages x 100 calls
+PAGE_SIZE = 1000  # numbers/agents per page (Retell max)
+
+
+def _seg(value: str) -> str:
+    """A path segment; `+` of E.164 stays literal (it is legal in a path)."""
+    return quote(value, safe="+")
+
+
+class UponAIClient:
+    def __init__(
+        self, *, base_url: str, api_key: str, dialect: Dialect = "uponai", workspace_id: int | None = None,
+        account_sid: str | None = None, timeout: httpx.Timeout | None = None, create_timeout_s: float = 60.0,
+        max_retries: int = 3, backoff_base_s: float = 0.25, backoff_cap_s: float = 8.0,
+        retry_after_cap_s: float = 60.0, transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None, sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+    ) -> None:
+        if dialect not in ("uponai", "retell"):
+            raise ConfigurationError(f"unknown dialect {dialect!r}: use 'uponai' or 'retell'")
+        self.dialect: Dialect = dialect
+        self.workspace_id = workspace_id
+        self.account_sid = account_sid
+        self.rng = rng or random.Random()
+        base = timeout or DEFAULT_TIMEOUT
+        # The create waits longer for its answer; connecting is as quick as for any request.
+        self.create_timeout = httpx.Timeout(
+            connect=base.connect, read=create_timeout_s, write=create_timeout_s, pool=base.pool
+        )
+        self._t = Transport(
+            base_url=base_url, api_key=api_key, timeout=base, max_retries=max_retries,
+            backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s, retry_after_cap_s=retry_after_cap_s,
+            transport=transport, rng=self.rng, sleep=sleep,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> UponAIClient:
+        kwargs: dict[str, Any] = {
+            "base_url": settings.base_url,
+            "api_key": settings.effective_api_key,
+            "dialect": settings.dialect,
+            "workspace_id": settings.workspace_id,
+            "account_sid": settings.account_sid,
+            "timeout": httpx.Timeout(
+                connect=settings.connect_timeout_s, read=settings.read_timeout_s,
+                write=settings.read_timeout_s, pool=settings.connect_timeout_s,
+            ),
+            "create_timeout_s": settings.create_timeout_s,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:  # never the key
+        return f"UponAIClient(base_url={self._t.base_url!r}, dialect={self.dialect!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self._t.base_url
+
+    async def __aenter__(self) -> UponAIClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._t.aclose()
+
+    # --- settings the native dialect needs ---------------------------------------------------------
+
+    def _workspace(self) -> int:
+        if self.workspace_id is None:
+            raise ConfigurationError(
+                "the uponai dialect needs a workspace id: set UPONAI_WORKSPACE_ID (GET /api/workspaces lists yours)"
+            )
+        return self.workspace_id
+
+    def _account(self) -> str:
+        if not self.account_sid:
+            raise ConfigurationError(
+                "the uponai dialect needs the account SID for phone numbers: set UPONAI_ACCOUNT_SID"
+            )
+        return self.account_sid
+
+    # --- calls -------------------------------------------------------------------------------------
+
+    async def create_call(self, request: CallRequest, *, attempt_id: str, retry_rate_limited: bool = True) -> Call:
+        """Place one call, tagged with `attempt_id`. Never retried once it may have executed.
+
+        `retry_rate_limited=False` raises RateLimited on the first 429 (the dialer paces itself).
+        """
+        if self.dialect == "retell":
+            method, path, body = "POST", "/v2/create-phone-call", d.retell_create_body(request, attempt_id)
+        else:
+            workspace = self._workspace()
+            agent_id, version = await self._native_agent_for(request)
+            method, path = "POST", "/api/v1/calls/initiate"
+            body = d.native_create_body(request, attempt_id, workspace_id=workspace, agent_id=agent_id,
+                                        agent_version=version)
+        try:
+            data = await self._t.request(method, path, json=body, idempotent=False, http_timeout=self.create_timeout,
+                                         retry_rate_limited=retry_rate_limited)
+        except Ambiguous as exc:
+            raise OutcomeUnknown(
+                f"the platform may or may not have placed the call ({exc.cause}); reconcile before dialing again",
+                exc.status, attempt_id=attempt_id, request=request, sent_at_ms=exc.sent_at_ms, cause=exc.cause,
+            ) from exc
+        if self.dialect == "retell":
+            return Call.model_validate(data)
+        return d.native_create_response(data)
+
+    async def _native_agent_for(self, request: CallRequest) -> tuple[str, int | None]:
+        """agentId and overrideAgentVersion: the override, else the from-number's outbound agent."""
+        if request.override_agent_id:
+            return request.override_agent_id, request.override_agent_version
+        try:
+            number = await self.get_phone_number(request.from_number)
+        except NotFound as exc:
+            raise NotFound(f"from_number {request.from_number} is not a number of this account", exc.status) from exc
+        if not number.outbound_agents:
+            raise InvalidRequest(
+                f"{request.from_number} has no outbound agent: bind one (bind_agents with outbound_agents) "
+                "or pass override_agent_id"
+            )
+        chosen = d.pick_weighted(number.outbound_agents, self.rng)
+        version = request.override_agent_version
+        return chosen.agent_id, version if version is not None else chosen.agent_version
+
+    async def get_call(self, call_id: str) -> Call:
+        if self.dialect == "retell":
+            return Call.model_validate(await self._t.request("GET", f"/v2/get-call/{_seg(call_id)}"))
+        data = await self._t.request("GET", f"/api/v1/calls/{_seg(call_id)}")
+        return d.native_call(d.unwrap(data, "call"))
+
+    async def list_calls(self, filter: CallFilter) -> CallPage:
+        """One page, newest first where the platform sorts. Native: filters it cannot apply
+        (from/to number, metadata) are applied to the page, so a page may hold fewer calls."""
+        if self.dialect == "retell":
+            body: dict[str, Any] = {"filter_criteria": d.retell_list_filter(filter), "limit": filter.limit,
+                                    "sort_order": "descending"}
+            if filter.page_token:
+                body["pagination_key"] = filter.page_token
+            data = await self._t.request("POST", "/v3/list-calls", json=body)
+            calls = [Call.model_validate(c) for c in d.items_of(data, "items")]
+            more = isinstance(data, dict) and data.get("has_more") and data.get("pagination_key")
+            return CallPage(calls=calls, next_page_token=str(data["pagination_key"]) if more else None)
+        page = _page_number(filter.page_token)
+        params = d.native_list_params(filter, workspace_id=self.workspace_id, page=page)
+        data = await self._t.request("GET", "/api/v1/calls", params=params)
+        records = d.items_of(data, "calls", "items")
+        calls = [c for c in (d.native_call(r) for r in records) if d.matches_client_side(c, filter)]
+        more = d.native_has_more(data, page, filter.limit, len(records))
+        return CallPage(calls=calls, next_page_token=str(page + 1) if more else None)
+
+    async def find_call_by_attempt(
+        self, attempt_id: str, *, since_ms: int, to_number: str | None = None,
+    ) -> Call | None:
+        """The call a (possibly failed) create with this attempt_id placed, or None."""
+        wanted = {d.ATTEMPT_KEY: attempt_id}
+        if self.dialect == "retell":
+            # A server-side metadata filter is exact; no time filter, as a registered call may lack start_timestamp.
+            page = await self.list_calls(CallFilter(metadata=wanted, to_number=to_number, limit=10))
+            return next((c for c in page.calls if (c.metadata or {}).get(d.ATTEMPT_KEY) == attempt_id), None)
+        flt = CallFilter(start_after_ms=max(0, since_ms - RECONCILE_MARGIN_MS), to_number=to_number,
+                         metadata=wanted, limit=100)
+        for _ in range(RECONCILE_MAX_PAGES):
+            page = await self.list_calls(flt)
+            if page.calls:
+                return page.calls[0]
+            if not page.next_page_token:
+                return None
+            flt = flt.model_copy(update={"page_token": page.next_page_token})
+        return None
+
+    # --- numbers -----------------------------------------------------------------------------------
+
+    async def list_phone_numbers(self) -> list[PhoneNumber]:
+        if self.dialect == "retell":
+            return [d.retell_number(r) for r in await self._retell_all("GET", "/v2/list-phone-numbers")]
+        data = await self._t.request("GET", f"/api/numbers/{_seg(self._account())}",
+                                     params={"workspaceId": self._workspace()})
+        return [d.native_number(r) for r in d.items_of(data, "numbers", "items")]
+
+    async def get_phone_number(self, number: str) -> PhoneNumber:
+        if self.dialect == "retell":
+            return d.retell_number(await self._t.request("GET", f"/get-phone-number/{_seg(number)}"))
+        # No single-number read in the native API: list and pick.
+        for candidate in await self.list_phone_numbers():
+            if candidate.phone_number == number:
+                return candidate
+        raise NotFound(f"phone number {number} not found in this account")
+
+    async def bind_agents(self, number: str, update: BindingUpdate) -> PhoneNumber:
+        """Set inbound/outbound agents; None leaves a direction, [] unsets it. Returns the number after."""
+        if self.dialect == "retell":
+            data = await self._t.request("PATCH", f"/update-phone-number/{_seg(number)}", json=d.binding_body(update))
+            return d.retell_number(data)
+        body = d.native_binding_body(update, account_sid=self._account(), workspace_id=self._workspace())
+        # Setting bindings is idempotent (same body, same state), so it is retried like a read.
+        data = await self._t.request("PUT", f"/api/numbers/{_seg(number)}/agent", json=body)
+        for record in d.items_of(data, "numbers"):
+            if (record.get("number") or record.get("phone_number")) == number:
+                return d.native_number(record)
+        return await self.get_phone_number(number)
+
+    # --- agents, concurrency -----------------------------------------------------------------------
+
+    async def list_agents(self) -> list[Agent]:
+        if self.dialect == "retell":
+            return d.agents_from_records(await self._retell_all("POST", "/v2/list-agents"))
+        records: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"workspaceId": self._workspace(), "limit": PAGE_SIZE}
+        for _ in range(100):  # paginationKey paging, if the platform pages at all
+            data = await self._t.request("GET", "/api/agents", params=params)
+            records += d.items_of(data, "agents", "items")
+            key = isinstance(data, dict) and (data.get("paginationKey") or data.get("pagination_key"))
+            if not (key and isinstance(data, dict) and (data.get("has_more") or data.get("hasMore"))):
+                break
+            params = {**params, "paginationKey": key}
+        return d.agents_from_records(records)
+
+    async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
+        if self.dialect == "retell":
+            data = await self._t.request("GET", f"/get-agent/{_seg(agent_id)}", params={"version": version})
+        else:
+            data = d.unwrap(await self._t.request(
+                "GET", f"/api/agents/{_seg(agent_id)}", params={"workspaceId": self._workspace(), "version": version}
+            ), "agent")
+        return Agent.model_validate(data)
+
+    async def get_concurrency(self) -> Concurrency:
+        if self.dialect == "retell":
+            return d.retell_concurrency(await self._t.request("GET", "/get-concurrency"))
+        data = await self._t.request("GET", "/api/concurrency", params={"workspaceId": self._workspace()})
+        return d.native_concurrency(data)
+
+    async def _retell_all(self, method: str, path: str) -> list[dict[str, Any]]:
+        """Every item of a Retell `{items, has_more, pagination_key}` listing (or a bare legacy array)."""
+        items: list[dict[str, Any]] = []
+        key: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = {"limit": PAGE_SIZE, "pagination_key": key}
+            data = await self._t.request(method, path, params=params, json={} if method == "POST" else None)
+            items += d.items_of(data, "items")
+            key = data.get("pagination_key") if isinstance(data, dict) and data.get("has_more") else None
+            if not key or key in seen:  # a repeated key would loop forever
+                return items
+            seen.add(key)
+
+
+def _page_number(token: str | None) -> int:
+    if not token:
+        return 1
+    try:
+        page = int(token)
+    except ValueError:
+        raise InvalidRequest(f"page_token {token!r} is not one this server issued") from None
+    if page < 1:
+        raise InvalidRequest(f"page_token {token!r} is not one this server issued")
+    return page

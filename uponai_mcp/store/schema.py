@@ -1,0 +1,129 @@
+"""Schema, migrated forward with `PRAGMA user_version` (one list of statements per version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .errors import StoreError
+
+_V1 = [
+    """CREATE TABLE attempts (
+        attempt_id TEXT PRIMARY KEY,
+        idempotency_key TEXT UNIQUE,
+        params_hash TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending','dialing','placed','failed','unknown')),
+        call_id TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        result_json TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        dialed_at_ms INTEGER
+    )""",
+    "CREATE INDEX attempts_by_created ON attempts (created_at_ms)",
+    "CREATE INDEX attempts_by_to ON attempts (to_number, created_at_ms)",
+    "CREATE INDEX attempts_by_state ON attempts (state)",
+    "CREATE INDEX attempts_by_call ON attempts (call_id) WHERE call_id IS NOT NULL",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        code TEXT,
+        summary TEXT NOT NULL,
+        details_json TEXT NOT NULL
+    )""",
+    """CREATE TABLE confirmations (
+        token_hash TEXT PRIMARY KEY,
+        params_hash TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        consumed_at_ms INTEGER
+    )""",
+    # AUTOINCREMENT: seq never goes back even after pruning, so `events_since(seq)` cursors stay valid.
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        call_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        source TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        derived INTEGER NOT NULL DEFAULT 0,
+        payload_json TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_by_call ON events (call_id, seq)",
+    """CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        status TEXT,
+        terminal INTEGER NOT NULL DEFAULT 0,
+        analyzed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        snapshot_json TEXT NOT NULL,
+        last_event TEXT,
+        last_event_seq INTEGER,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        terminal_at_ms INTEGER
+    )""",
+    "CREATE INDEX calls_by_updated ON calls (updated_at_ms)",
+    """CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending','running','paused','completed','cancelled')),
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        scheduled_at_ms INTEGER,
+        window_json TEXT,
+        confirm_json TEXT
+    )""",
+    "CREATE INDEX batches_by_status ON batches (status)",
+    """CREATE TABLE batch_tasks (
+        batch_id TEXT NOT NULL REFERENCES batches (batch_id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        to_number TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            ('pending','dialing','placed','refused','cancelled','failed','unknown')),
+        refusal_code TEXT,
+        attempt_id TEXT,
+        call_id TEXT,
+        final_status TEXT,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (batch_id, idx)
+    )""",
+    "CREATE INDEX batch_tasks_by_state ON batch_tasks (batch_id, state, idx)",
+    """CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value_json TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION in one transaction; returns the version found."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"database schema v{found} is newer than this program (v{SCHEMA_VERSION})")
+        for statements in MIGRATIONS[found:]:
+            for sql in statements:
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # transactional, like the DDL
+        conn.execute("COMMIT")
+        return found
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
