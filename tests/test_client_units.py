@@ -130,7 +130,7 @@ def test_v3_filter_shapes():
         "agent": [{"agent_id": "agent_sales"}],
         "call_status": {"type": "enum", "op": "in", "value": ["ended"]},
         "to_number": {"type": "string", "op": "eq", "value": "+1"},
-        "start_timestamp": {"type": "number", "op": "bt", "value": [5, 9]},
+        "start_timestamp": {"type": "range", "op": "bt", "value": [5, 9]},
         "metadata": [{"key": "k", "type": "string", "op": "eq", "value": "v"}],
     }
 

@@ -25,7 +25,7 @@ from uponai_mcp.config import Settings
 from uponai_mcp.directory import Directory
 from uponai_mcp.errors import Refused, from_api_error
 from uponai_mcp.models import Call, CallRequest, PhoneNumber
-from uponai_mcp.pacing import Pacer, RateLimitedLater
+from uponai_mcp.pacing import Pacer, RateLimitedLater, Slot
 from uponai_mcp.store import IdempotencyConflict, Store
 
 log = logging.getLogger(__name__)
@@ -225,10 +225,18 @@ class Dialer:
         placement.preflight = pf
         return placement
 
-    async def _dial(self, request: CallRequest, attempt_id: str, scope: str) -> Placement:
+    async def dial_attempt(self, request: CallRequest, attempt_id: str, scope: str, *,
+                           slot: Slot | None = None) -> Placement:
+        """Dial a request that was already checked, whose attempt row is committed (batches): the same
+        pace -> API -> record pipeline as `place`. `slot`: a pacer slot the caller already waited for, used
+        for the first try (a platform 429 queues the retry through the pacer as usual)."""
+        return await self._dial(request, attempt_id, scope, first_slot=slot)
+
+    async def _dial(self, request: CallRequest, attempt_id: str, scope: str, *,
+                    first_slot: Slot | None = None) -> Placement:
         for _ in range(MAX_PLATFORM_429_RETRIES + 1):
             try:
-                slot = await self.pacer.acquire(scope, horizon_s=self.settings.pacing_horizon_s)
+                slot = first_slot or await self.pacer.acquire(scope, horizon_s=self.settings.pacing_horizon_s)
             except RateLimitedLater as exc:
                 await self.store.mark_attempt(attempt_id, "failed", error_code="rate_limited",
                                               error_message=str(exc), now_ms=self._now_ms())
@@ -240,6 +248,7 @@ class Dialer:
                     f"(in {exc.retry_after_s:.1f} s).",
                     retry_after_s=exc.retry_after_s,
                 ) from exc
+            first_slot = None  # a retry after a platform 429 queues through the pacer again
             if slot is not None and getattr(slot, "waited_s", 0) > 0.05:
                 await self._audit("paced", request, summary=f"waited {slot.waited_s:.2f} s for a {scope} slot",
                                   attempt_id=attempt_id)

@@ -53,6 +53,7 @@ __all__ = [
     "TWILIO_RAISE_DELAY_S",
     "Clock",
     "CpsAboveProviderMax",
+    "CpsError",
     "InvalidCps",
     "ManualClock",
     "MonotonicClock",
@@ -83,13 +84,19 @@ class PacingError(Exception):
     code = "pacing_error"
 
 
-class InvalidCps(PacingError, ValueError):
+class CpsError(PacingError, ValueError):
+    """A ``set_cps`` refusal (any of the subclasses below)."""
+
+    code = "cps_error"
+
+
+class InvalidCps(CpsError):
     """The value is not a whole number >= 1 (zero, negative, fractional, non-finite, not a number)."""
 
     code = "cps_invalid"
 
 
-class CpsAboveProviderMax(PacingError, ValueError):
+class CpsAboveProviderMax(CpsError):
     """The value is above what the scope's provider allows."""
 
     code = "cps_above_provider_max"
@@ -101,7 +108,7 @@ class CpsAboveProviderMax(PacingError, ValueError):
         self.max_cps = max_cps
 
 
-class UnknownScope(PacingError, ValueError):
+class UnknownScope(CpsError):
     code = "cps_scope_unknown"
 
 
@@ -110,11 +117,20 @@ class RateLimitedLater(PacingError):
 
     code = "rate_limited"
 
-    def __init__(self, message: str, *, scope: ProviderKind, retry_at: float, retry_after_s: float) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: ProviderKind,
+        retry_at: float,
+        retry_after_s: float,
+        retry_at_wall: datetime,
+    ) -> None:
         super().__init__(message)
         self.scope = scope
         self.retry_at = retry_at  # monotonic, on the pacer's clock
         self.retry_after_s = retry_after_s
+        self.retry_at_wall = retry_at_wall  # aware UTC datetime, for messages
 
 
 # --- clocks ------------------------------------------------------------------------------------
@@ -237,7 +253,9 @@ def _coerce_cps(value: object) -> int:
             )
         value = int(value)
     if value < 1:
-        raise InvalidCps(f"CPS must be at least 1 call per second; got {value!r}. To stop calling, don't call.")
+        raise InvalidCps(
+            f"CPS must be at least 1 call per second; got {value!r}. To stop calling, don't call."
+        )
     return value
 
 
@@ -294,7 +312,7 @@ class ScopeState:
     next_slot_at: float  # when a reservation made now would start
     next_slot_in_s: float
     paused_until: float | None  # after penalize(); None when not paused
-    paused_for_s: float | None
+    paused_for_s: float  # 0.0 when not paused
     dispatched: int  # calls released by the pacer since start
     waiting: int  # callers sleeping on a slot right now
     as_of: float
@@ -331,7 +349,13 @@ class Slot:
 
     @property
     def lateness_s(self) -> float | None:
+        """How late the dispatch was against the (possibly moved) start; ~0 unless the loop was busy."""
         return None if self.dispatched_at is None else self.dispatched_at - self.start
+
+    @property
+    def waited_s(self) -> float | None:
+        """How long the caller was held, reservation to dispatch."""
+        return None if self.dispatched_at is None else self.dispatched_at - self.reserved_at
 
 
 @dataclass(eq=False)
@@ -404,7 +428,11 @@ class Pacer:
         """
         st = self._scopes[_coerce_scope(scope)]
         if st.kind is ProviderKind.CUSTOM:
-            limit = _coerce_concurrency(concurrency_limit) if concurrency_limit is not None else st.concurrency_limit
+            limit = (
+                _coerce_concurrency(concurrency_limit)
+                if concurrency_limit is not None
+                else st.concurrency_limit
+            )
         else:
             limit = None
         value = self._validate(st, cps, limit)
@@ -480,7 +508,7 @@ class Pacer:
             next_slot_at=nxt,
             next_slot_in_s=nxt - now,
             paused_until=paused,
-            paused_for_s=None if paused is None else paused - now,
+            paused_for_s=0.0 if paused is None else paused - now,
             dispatched=st.dispatched,
             waiting=len(st.waiting),
             as_of=now,
@@ -517,6 +545,7 @@ class Pacer:
             scope=st.kind,
             retry_at=retry_at,
             retry_after_s=wait_s,
+            retry_at_wall=datetime.fromtimestamp(self._wall() + wait_s, UTC),
         )
 
     async def wait(self, slot: Slot) -> Slot:
@@ -614,7 +643,11 @@ class Pacer:
         """Re-apply a ``snapshot()``. Values already in force are restored as in force (no new
         10-minute wait); a pending Twilio raise keeps its remaining wait by wall clock. Entries that
         are no longer valid are skipped (the scope keeps its default) and reported as sentences."""
-        if not isinstance(data, Mapping) or data.get("version") != 1 or not isinstance(data.get("scopes"), Mapping):
+        if (
+            not isinstance(data, Mapping)
+            or data.get("version") != 1
+            or not isinstance(data.get("scopes"), Mapping)
+        ):
             return ["CPS snapshot has an unknown format; defaults kept."]
         problems: list[str] = []
         now, wall_now = self.clock.now(), self._wall()
@@ -639,7 +672,11 @@ class Pacer:
             self._apply(st, cps)
             if pending is not None and pending > cps and st.kind is ProviderKind.TWILIO:
                 remaining = TWILIO_RAISE_DELAY_S  # unreadable time: assume the full wait (the safe side)
-                if isinstance(eff_wall, int | float) and not isinstance(eff_wall, bool) and math.isfinite(eff_wall):
+                if (
+                    isinstance(eff_wall, int | float)
+                    and not isinstance(eff_wall, bool)
+                    and math.isfinite(eff_wall)
+                ):
                     remaining = eff_wall - wall_now
                 if remaining > 0:
                     st.pending, st.pending_at = pending, now + min(remaining, TWILIO_RAISE_DELAY_S)

@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from mcp.server import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
-from uponai_mcp import __version__, tools
+from uponai_mcp import __version__, resources, tools
 from uponai_mcp.config import Settings
+from uponai_mcp.events import receiver
+from uponai_mcp.events.feed import Feed, LegacySubscriptions
 from uponai_mcp.services import ServiceHub, build_services
 
 INSTRUCTIONS = """\
@@ -27,15 +30,29 @@ def create_server(
 ) -> MCPServer[ServiceHub]:
     """The MCP server. Reads nothing at import; settings default to the environment."""
     settings = settings if settings is not None else Settings.from_env()
+    bus = InMemorySubscriptionBus()  # subscriptions/listen (2026-07-28) is served from this bus
+    legacy = LegacySubscriptions()  # resources/subscribe sessions (2025-era)
+    live: dict[str, ServiceHub] = {}
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[ServiceHub]:
-        async with build_services(settings, wall=wall) as hub:
-            yield hub
+        async with build_services(settings, wall=wall, feed=Feed(bus, legacy)) as hub:
+            live["hub"] = hub
+            try:
+                yield hub
+            finally:
+                live.pop("hub", None)
+
+    def webhook_target() -> receiver.Target | None:
+        svc = live["hub"].services if "hub" in live else None
+        return None if svc is None else (svc.ingest, svc.settings.effective_webhook_key)
 
     mcp: MCPServer[ServiceHub] = MCPServer(
         "uponai-mcp", title="UponAI voice calls", version=__version__, instructions=INSTRUCTIONS,
-        lifespan=lifespan,
+        lifespan=lifespan, subscriptions=bus,
     )
     tools.register_all(mcp, read_only=settings.read_only)
+    resources.register(mcp, legacy, lambda: live.get("hub"))
+    # On the streamable HTTP app the platform can POST webhooks to /webhooks/uponai (signature-verified).
+    mcp.custom_route(receiver.WEBHOOK_PATH, methods=["POST"])(receiver.endpoint(webhook_target))
     return mcp

@@ -13,11 +13,19 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import anyio
+
+import anyio
+
+from uponai_mcp import guardrails
 from uponai_mcp.api import UponAIClient
 from uponai_mcp.config import SANDBOX_API_KEY, Settings
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.directory import Directory
 from uponai_mcp.errors import Refused
+from uponai_mcp.events.feed import Feed
+from uponai_mcp.events.ingest import Ingest
+from uponai_mcp.events.poller import Poller
 from uponai_mcp.pacing import Pacer
 from uponai_mcp.store import Store
 
@@ -36,9 +44,23 @@ class Services:
     dialer: Dialer
     sandbox_url: str | None = None
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    feed: Feed = field(default_factory=Feed)  # resource-change fan-out (both MCP eras) and call waiters
+    ingest: Ingest = None  # type: ignore[assignment]  # store -> feed; built from store + feed when omitted
+    webhook_url: str | None = None  # where the standalone receiver listens (None: no listener)
+    poller: Poller | None = None
+
+    def __post_init__(self) -> None:
+        if self.ingest is None:
+            self.ingest = Ingest(self.store, self.feed)
 
     async def save_cps(self) -> None:
         await self.store.set_setting(CPS_SETTING, self.pacer.snapshot())
+
+    def event_source(self) -> dict[str, object]:
+        """How call events reach this server (for the policy resource and logs)."""
+        poller = None if self.poller is None else (
+            "primary" if self.webhook_url is None else "safety net (every 30 s)")
+        return {"webhook_receiver": self.webhook_url, "poller": poller}
 
 
 @dataclass
@@ -66,7 +88,8 @@ def _problems(settings: Settings) -> list[str]:
 
 @asynccontextmanager
 async def build_services(
-    settings: Settings, *, wall: Callable[[], datetime] | None = None, pacer: Pacer | None = None
+    settings: Settings, *, wall: Callable[[], datetime] | None = None, pacer: Pacer | None = None,
+    feed: Feed | None = None,
 ) -> AsyncIterator[ServiceHub]:
     problems = _problems(settings)
     if problems:
@@ -100,13 +123,51 @@ async def build_services(
         store = await Store.open(db_path)
         stack.push_async_callback(store.close)
         api = await stack.enter_async_context(UponAIClient.from_settings(settings))
-        pacer = pacer or Pacer()
-        saved = await store.get_setting(CPS_SETTING)
-        if saved:
-            pacer.restore(saved)
-        directory = Directory(api)
         wall = wall or (lambda: datetime.now(UTC))
-        dialer = Dialer(settings, api, store, pacer, directory, wall=wall)
-        services = Services(settings, api, store, pacer, directory, dialer, sandbox_url, wall)
+        pacer = pacer or Pacer(wall=lambda: wall().timestamp())
+        saved = await store.get_setting(CPS_SETTING)
+        for problem in pacer.restore(saved) if saved else ():
+            log.warning("saved CPS setting not restored: %s", problem)
+        directory = Directory(api)
+        feed = await stack.enter_async_context((feed or Feed()).running())
+        ingest = Ingest(store, feed)
+        dialer = Dialer(settings, api, store, pacer, directory, wall=wall, on_call=ingest.call_placed)
+        services = Services(settings, api, store, pacer, directory, dialer, sandbox_url, wall, feed=feed,
+                            ingest=ingest)
+        await start_call_events(stack, services)
+        await anyio.to_thread.run_sync(guardrails.warm_up)  # phonenumbers' geodata, off the first call
         await dialer.reconcile_pending()
         yield ServiceHub(services=services)
+
+
+async def start_call_events(stack: AsyncExitStack, services: Services) -> None:
+    """Start the webhook receiver (where it can listen) and the poller; both stop with `stack`.
+
+    Listener: UPONAI_WEBHOOK_LISTEN when set; in sandbox mode always (a free loopback port when unset), with
+    the embedded sandbox pointed at it. Poller: the primary source without a listener; a 30 s safety net
+    for lost webhooks with one.
+    """
+    from uponai_mcp.events import receiver
+
+    settings = services.settings
+    listen = settings.webhook_listen or ("127.0.0.1:0" if settings.sandbox else None)
+    if listen:
+        app = receiver.app(services.ingest, settings.effective_webhook_key)
+        try:
+            base = await stack.enter_async_context(receiver.serving(app, listen))
+        except (OSError, ValueError) as exc:
+            log.error("webhook receiver cannot listen on %s (%s); following calls by polling instead", listen, exc)
+        else:
+            services.webhook_url = base + receiver.WEBHOOK_PATH
+            log.info("webhook receiver listening on %s", services.webhook_url)
+    if settings.sandbox and services.sandbox_url and services.webhook_url:
+        import httpx
+
+        async with httpx.AsyncClient(base_url=services.sandbox_url, trust_env=False, timeout=5,
+                                     headers={"Authorization": f"Bearer {settings.effective_api_key}"}) as http:
+            (await http.post("/_sandbox/config", json={"webhook_url": services.webhook_url})).raise_for_status()
+    services.poller = (Poller(services.api, services.ingest) if services.webhook_url is None
+                       else Poller.safety_net(services.api, services.ingest))
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tg.cancel_scope.cancel)
+    tg.start_soon(services.poller.run)

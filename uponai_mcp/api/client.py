@@ -35,6 +35,7 @@ Dialect = Literal["uponai", "retell"]
 RECONCILE_MARGIN_MS = 5 * 60 * 1000  # clock skew between us and the platform
 RECONCILE_MAX_PAGES = 50  # bound the native scan: 50 pages x 100 calls
 PAGE_SIZE = 1000  # numbers/agents per page (Retell max)
+NATIVE_AGENT_LIMIT = 1000  # the native maximum; paging keys are followed if the platform sends them
 
 
 def _seg(value: str) -> str:
@@ -243,7 +244,7 @@ class UponAIClient:
         if self.dialect == "retell":
             return d.agents_from_records(await self._retell_all("POST", "/v2/list-agents"))
         records: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"workspaceId": self._workspace(), "limit": PAGE_SIZE}
+        params: dict[str, Any] = {"workspaceId": self._workspace(), "limit": NATIVE_AGENT_LIMIT}
         for _ in range(100):  # paginationKey paging, if the platform pages at all
             data = await self._t.request("GET", "/api/agents", params=params)
             records += d.items_of(data, "agents", "items")

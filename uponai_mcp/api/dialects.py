@@ -137,7 +137,7 @@ def retell_list_filter(f: CallFilter) -> dict[str, Any]:
             crit[key] = {"type": "string", "op": "eq", "value": getattr(f, key)}
     lo, hi = f.start_after_ms, f.start_before_ms
     if lo is not None and hi is not None:
-        crit["start_timestamp"] = {"type": "number", "op": "bt", "value": [lo, hi]}
+        crit["start_timestamp"] = {"type": "range", "op": "bt", "value": [lo, hi]}
     elif lo is not None:
         crit["start_timestamp"] = {"type": "number", "op": "ge", "value": lo}
     elif hi is not None:

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, geocoder, shortnumberinfo
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, shortnumberinfo
 from phonenumbers import timezone as pn_timezone
 
 from .refusal import EMERGENCY_NUMBER, INVALID_NUMBER, NUMBER_TYPE_BLOCKED, Refusal
@@ -35,6 +35,12 @@ EXAMPLE = "+14155552671"
 DEFAULT_BLOCKED_TYPES: frozenset[str] = frozenset({
     "PREMIUM_RATE", "SHARED_COST", "PERSONAL_NUMBER", "UAN", "PAGER", "VOICEMAIL", "UNKNOWN",
 })
+_TYPE_LABEL = {
+    "PREMIUM_RATE": "premium-rate", "SHARED_COST": "shared-cost", "PERSONAL_NUMBER": "personal (follow-me)",
+    "UAN": "universal access (UAN)", "PAGER": "pager", "VOICEMAIL": "voicemail-access", "UNKNOWN": "unclassified",
+    "TOLL_FREE": "toll-free", "VOIP": "VoIP", "MOBILE": "mobile", "FIXED_LINE": "landline",
+    "FIXED_LINE_OR_MOBILE": "landline or mobile",
+}
 NON_GEOGRAPHIC_REGION = "001"
 UNKNOWN_ZONE = "Etc/Unknown"
 
@@ -56,6 +62,20 @@ class Destination:
     country_name: str = ""
 
 
+def _geocoder():
+    """phonenumbers.geocoder, imported on first use: it eagerly loads ~19 MB of generated data modules
+    (seconds without a bytecode cache), which must not slow down server start or `tools/list`."""
+    from phonenumbers import geocoder
+
+    return geocoder
+
+
+def warm_up() -> None:
+    """Load the lazy data (geocoder, short-number metadata) ahead of the first call, e.g. in a thread at start."""
+    _geocoder()
+    _emergency_regions("112", _SHORT_REGIONS)
+
+
 def is_strict_e164(s: object) -> bool:
     return isinstance(s, str) and STRICT_E164.fullmatch(s) is not None
 
@@ -70,7 +90,7 @@ def check_destination(
     """Destination for a strict, valid, callable E.164 number; otherwise the first Refusal (see module doc)."""
     if not isinstance(to_number, str):
         return Refusal(INVALID_NUMBER, "The destination number must be text in E.164 form, e.g. +14155552671.",
-                       {"input": visible(to_number), "problem": "not_text"})
+                       {"input": visible(to_number, quote=False), "problem": "not_text"})
     emergency = _emergency_refusal(to_number)
     if emergency is not None:
         return emergency
@@ -103,12 +123,13 @@ def check_destination(
     if kind in blocked_types:
         return Refusal(
             NUMBER_TYPE_BLOCKED,
-            f"'{to_number}' is a {kind.replace('_', ' ').lower()} number in {region}, a type that is blocked "
+            f"'{to_number}' is a {_TYPE_LABEL.get(kind, kind)} number in {region}, a type that is blocked "
             "because it can cost far more than a normal call or be used for toll fraud: call a regular "
             "mobile or landline number instead.",
             {"input": to_number, "region": region, "country_code": cc, "number_type": kind},
         )
     zones = tuple(z for z in pn_timezone.time_zones_for_number(number) if z != UNKNOWN_ZONE)
+    geocoder = _geocoder()
     return Destination(
         e164=e164,
         region=region,
@@ -124,6 +145,7 @@ def check_destination(
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _MAX_SHORT_CODE = 8  # emergency codes are 2-6 digits; longer inputs are only checked by prefix
+_SHORT_REGIONS = tuple(sorted(shortnumberinfo.SUPPORTED_SHORT_REGIONS))
 
 
 def _normalise(s: str) -> str:
@@ -155,36 +177,44 @@ def _emergency_refusal(raw: str) -> Refusal | None:
     if len(digits) <= _MAX_SHORT_CODE:
         if number is not None:  # "+1911", "+44999": country code + the national emergency code
             nsn = phonenumbers.national_significant_number(number)
-            regions = _emergency_regions(nsn, phonenumbers.region_codes_for_country_code(number.country_code))
+            regions = _emergency_regions(nsn, _regions_of(number.country_code))
             if regions:
                 return _emergency(raw, nsn, regions, prefix_only=False)
         # "911", "112", "+112": a bare emergency code somewhere in the world
-        regions = _emergency_regions(digits, shortnumberinfo.SUPPORTED_SHORT_REGIONS)
+        regions = _emergency_regions(digits, _SHORT_REGIONS)
         if regions:
             return _emergency(raw, digits, regions, prefix_only=False)
     if number is not None and not phonenumbers.is_valid_number(number):
         # "+19115551234": not a real number, and a national dial plan could route it as 911.
         nsn = phonenumbers.national_significant_number(number)
         for end in range(2, min(len(nsn), 6) + 1):
-            regions = _emergency_regions(nsn[:end], phonenumbers.region_codes_for_country_code(number.country_code))
+            regions = _emergency_regions(nsn[:end], _regions_of(number.country_code))
             if regions:
                 return _emergency(raw, nsn[:end], regions, prefix_only=True)
     return None
 
 
+def _regions_of(country_code: int) -> tuple[str, ...]:
+    # The main region first (US for +1, GB for +44), so messages name the obvious one.
+    return phonenumbers.region_codes_for_country_code(country_code)
+
+
 def _emergency_regions(code: str, regions) -> list[str]:
-    return sorted(r for r in regions if shortnumberinfo.is_emergency_number(code, r))
+    return [r for r in regions if shortnumberinfo.is_emergency_number(code, r)]
 
 
 def _emergency(raw: str, code: str, regions: list[str], *, prefix_only: bool) -> Refusal:
     where = regions[0] if len(regions) == 1 else f"{regions[0]} and {len(regions) - 1} other regions"
-    what = f"starts with the emergency number {code} ({where})" if prefix_only else \
-        f"is an emergency number ({code} in {where})"
+    if prefix_only:
+        what = f"starts with the emergency number {code} ({where})"
+    else:
+        what = f"is an emergency number ({code} in {where})"
     return Refusal(
         EMERGENCY_NUMBER,
         f"{visible(raw)} {what}, and this tool never places emergency calls: if someone needs help, "
         f"dial {code} yourself from a phone now.",
-        {"input": visible(raw), "emergency_number": code, "regions": regions[:10], "region_count": len(regions)},
+        {"input": visible(raw, quote=False), "emergency_number": code, "regions": regions[:10],
+         "region_count": len(regions)},
     )
 
 
@@ -205,7 +235,7 @@ def _suggest(raw: str) -> str | None:
 
 
 def _invalid(raw: str, problem: str, message: str, *, suggestion: str | None = None, **details) -> Refusal:
-    info = {"input": visible(raw), "problem": problem, **details}
+    info = {"input": visible(raw, quote=False), "problem": problem, **details}
     if suggestion:
         info["suggestion"] = suggestion
     return Refusal(INVALID_NUMBER, message, info)

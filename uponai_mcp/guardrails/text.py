@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 # Line structure is kept (as \n) so transcripts stay readable; every other control is dropped.
 _NEWLINES = {"\r\n": "\n", "\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"}
 _KEEP = frozenset("\n\t")
-# Variation selectors 17-256 carry no visible glyph and are used to smuggle hidden payloads.
+# Variation selectors 17-256 carry no visible glyph and are used to smuggle hidden payloads; the fillers
+# below are letters/marks by category but render as nothing, a known way to hide text in plain sight.
 _VS_SUPPLEMENT = range(0xE0100, 0xE01F0)
+_INVISIBLE_FILLERS = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0})
 # Category Cf already covers U+200B-U+200F, U+202A-U+202E, U+2060-U+2064, U+2066-U+2069, U+061C, U+FEFF
 # and the U+E0000 tag block; Cs (lone surrogates) cannot be encoded and would break JSON output.
 _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
@@ -29,7 +31,7 @@ _DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 def _keep_char(c: str) -> bool:
     if c in _KEEP:
         return True
-    if ord(c) in _VS_SUPPLEMENT:
+    if ord(c) in _VS_SUPPLEMENT or ord(c) in _INVISIBLE_FILLERS:
         return False
     return unicodedata.category(c) not in _DROP_CATEGORIES
 
@@ -44,12 +46,12 @@ def sanitize_text(s: str, *, max_chars: int | None = None) -> str:
     return out
 
 
-def visible(s: object, limit: int = 40) -> str:
-    """Quote untrusted input for a message: printable ASCII as is, anything else as \\uXXXX."""
+def visible(s: object, limit: int = 40, *, quote: bool = True) -> str:
+    """Render untrusted input for a message: printable ASCII as is, anything else as \\uXXXX, truncated."""
     if not isinstance(s, str):
         return f"<{type(s).__name__}>"
-    body = "".join(c if " " <= c <= "~" else _escape(c) for c in s[:limit])
-    return "'" + body + ("…" if len(s) > limit else "") + "'"
+    body = "".join(c if " " <= c <= "~" else _escape(c) for c in s[:limit]) + ("…" if len(s) > limit else "")
+    return f"'{body}'" if quote else body
 
 
 def _escape(c: str) -> str:
@@ -66,7 +68,7 @@ def char_names(s: str, limit: int = 3) -> list[str]:
         seen.append(c)
         if len(seen) == limit:
             break
-    return [f"U+{ord(c):04X} {unicodedata.name(c, 'UNNAMED')}" for c in seen]
+    return [f"U+{ord(c):04X} {unicodedata.name(c, '') or unicodedata.category(c) + ' control'}" for c in seen]
 
 
 # --- local time for confirmation summaries --------------------------------------------------------
@@ -87,7 +89,8 @@ def describe_local_time(dest: Destination, now: datetime) -> str:
         return "local time " + ", ".join(f"{t:%H:%M} {z}" for t, z in stamps)
     # Many zones (toll-free, AU/RU mobiles): a range is what a person can use.
     walls = sorted(t.replace(tzinfo=None) for t, _ in stamps)
-    return f"local time between {walls[0]:%H:%M} and {walls[-1]:%H:%M} across {len(zones)} time zones"
+    fmt = "%H:%M" if walls[0].date() == walls[-1].date() else "%a %H:%M"  # the spread can cross midnight
+    return f"local time between {walls[0]:{fmt}} and {walls[-1]:{fmt}} across {len(zones)} time zones"
 
 
 def describe_destination(dest: Destination, now: datetime) -> str:

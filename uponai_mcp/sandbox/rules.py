@@ -10,7 +10,14 @@ from typing import Any
 import phonenumbers
 from pydantic import ValidationError
 
-from uponai_mcp.models import MAX_METADATA_BYTES, SIP_HEADER_NAME, AgentOverride, ProviderKind
+from uponai_mcp.models import (
+    MAX_METADATA_BYTES,
+    SIP_HEADER_NAME,
+    AgentOverride,
+    ProviderKind,
+    WeightedAgent,
+    check_weights,
+)
 
 from .errors import ApiError
 from .parsing import is_int, opt_bool, opt_obj, opt_str, req_str
@@ -162,3 +169,31 @@ def outcome_for(spec: CreateSpec) -> str:
         return chosen
     last = spec.to_number[-1:]
     return OUTCOME_BY_LAST_DIGIT.get(last, "answered")
+
+
+def parse_weighted(raw: Any, label: str, direction: str) -> list[WeightedAgent] | None:
+    """A weighted agent list of a binding update; None or [] means 'unset this direction'."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ApiError(400, f"{label} must be a list of {{agent_id, agent_version?, weight}} or null.")
+    items = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{label}[{i}] must be an object {{agent_id, agent_version?, weight}}.")
+        if "weight" not in item:
+            raise ApiError(400, f"{label}[{i}].weight is required (weights of a list sum to 1).")
+        item = dict(item)
+        if item.get("agent_version") in ("latest", "latest_published"):
+            item["agent_version"] = None
+        try:
+            items.append(WeightedAgent.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ApiError(400, f"{label}[{i}].{where}: {err['msg']}.") from None
+    try:
+        check_weights(items, direction)
+    except ValueError as exc:
+        raise ApiError(400, f"{label}: {exc}.") from None
+    return items or None

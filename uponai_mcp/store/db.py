@@ -18,13 +18,13 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from .errors import StoreError, StoreUnavailable
+from .errors import StoreUnavailable
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -72,6 +72,7 @@ class ReadPool:
     """Up to `size` read connections, each used by one thread at a time."""
 
     def __init__(self, factory: Callable[[], sqlite3.Connection], size: int) -> None:
+        self.size = size
         self._factory = factory
         self._free: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(size)
@@ -111,6 +112,7 @@ class ReadPool:
 class _Job:
     op: Op
     solo: bool
+    wake: anyio.Event = field(default_factory=anyio.Event)
     taken: bool = False
     done: bool = False
     result: Any = None
@@ -118,58 +120,71 @@ class _Job:
 
 
 class GroupWriter:
-    """The only writer. See the module docstring for the group-commit protocol."""
+    """The only writer. See the module docstring for the group-commit protocol.
+
+    Each waiter sleeps on its own event. A finishing leader wakes the jobs of its batch and hands the
+    lead to the oldest queued job, so every job is woken about once, however many callers wait.
+    """
 
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._conn = conn
         self._max_batch = max_batch
         self._pending: deque[_Job] = deque()
         self._flushing = False
-        self._batch_done = anyio.Event()
         self._closed = False
-        self.batches = 0  # flushed transactions, for benchmarks
+        # Its own thread token: a busy default pool (40 tokens shared by the process) never delays a commit.
+        self._thread = anyio.CapacityLimiter(1)
+        self.batches = 0  # transactions run, for benchmarks: jobs / batches = group-commit factor
         self.jobs = 0
 
     async def submit(self, op: Op, *, solo: bool = False) -> Any:
         """Run `op(conn)` inside a committed transaction; `solo` gives it a transaction of its own."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        job = _Job(op, solo)
+        return await self._enqueue(_Job(op, solo))
+
+    async def close(self) -> None:
+        """Refuse new jobs; return once every job queued before has run."""
+        if not self._closed:
+            self._closed = True
+            await self._enqueue(_Job(lambda conn: None, solo=False))
+
+    async def _enqueue(self, job: _Job) -> Any:
         self._pending.append(job)
         try:
             while not job.done:
-                if self._flushing:
-                    await self._batch_done.wait()
-                else:
+                if not self._flushing:
                     await self._lead()
+                    continue
+                job.wake = anyio.Event()
+                await job.wake.wait()
         except BaseException:
-            if not job.taken:  # cancelled before any flush picked it up: withdraw it
+            if not job.taken:  # cancelled while queued: withdraw, and pass on a lead we may hold
                 self._pending.remove(job)
+                self._hand_over()
             raise
         if job.error is not None:
             raise job.error
         return job.result
 
-    async def close(self) -> None:
-        """Refuse new jobs, then flush every job queued before."""
-        self._closed = True
-        while self._pending or self._flushing:
-            if self._flushing:
-                await self._batch_done.wait()
-            else:
-                await self._lead()
-
     async def _lead(self) -> None:
         self._flushing = True
+        batch = self._take_batch()
         try:
-            batch = self._take_batch()
             # Shielded: once the transaction started, its outcome must reach every caller.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._run_batch, batch)
+                await anyio.to_thread.run_sync(self._run_batch, batch, limiter=self._thread)
         finally:
+            for job in batch:
+                if not job.done:  # only if the worker thread itself could not run
+                    job.error, job.done = StoreUnavailable("the write did not run"), True
+                job.wake.set()
             self._flushing = False
-            done, self._batch_done = self._batch_done, anyio.Event()
-            done.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._flushing and self._pending:
+            self._pending[0].wake.set()
 
     def _take_batch(self) -> list[_Job]:
         batch = [self._pending.popleft()]
@@ -221,6 +236,3 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass  # no transaction left (SQLite may have rolled back already)
-
-
-__all__ = ["GroupWriter", "ReadPool", "StoreError", "connect", "is_storage_error", "unavailable"]

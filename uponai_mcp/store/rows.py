@@ -122,7 +122,7 @@ class IngestResult:
     call_id: str
     derived: list[str] = field(default_factory=list)  # synthesized events stored with it, e.g. ["call_failed"]
     derived_seqs: list[int] = field(default_factory=list)
-    status: str | None = None  # snapshot status after the ingest
+    status: str | None = None  # snapshot status after the ingest (None for a duplicate)
     changed: bool = False  # the snapshot changed (publish a resource update)
 
 

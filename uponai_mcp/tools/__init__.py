@@ -2,7 +2,7 @@
 
 from mcp.server import MCPServer
 
-from uponai_mcp.tools import calls, numbers, pacing
+from uponai_mcp.tools import calls, numbers, pacing, waiting
 
 
 def register_all(mcp: MCPServer, *, read_only: bool) -> None:
@@ -10,3 +10,4 @@ def register_all(mcp: MCPServer, *, read_only: bool) -> None:
     calls.register(mcp, read_only=read_only)
     numbers.register(mcp, read_only=read_only)
     pacing.register(mcp, read_only=read_only)
+    waiting.register(mcp, read_only=read_only)

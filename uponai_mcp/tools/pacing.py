@@ -58,7 +58,7 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
     async def set_cps(
         ctx: Context,
         provider: Provider,
-        cps: Annotated[float, Field(gt=0, description="Calls per second. Twilio: max 5 (a raise takes effect "
+        cps: Annotated[int, Field(ge=1, description="Calls per second. Twilio: max 5 (a raise takes effect "
                                     "after 10 minutes); Telnyx: max 16; custom: max concurrency / 20.")],
     ) -> CpsView:
         """Set the calls-per-second our pacer allows for a provider scope, within the provider's maximum.
@@ -69,7 +69,8 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
             try:
                 state = svc.pacer.set_cps(provider, cps, concurrency_limit=limit)
             except CpsError as exc:
-                raise Refused(exc.code, str(exc)) from exc
+                code = "cps_above_provider_max" if exc.code == "cps_above_provider_max" else "invalid_argument"
+                raise Refused(code, str(exc)) from exc
             await svc.save_cps()
             await svc.store.audit("set_cps", decision="changed", code=None, summary=f"{provider} CPS set to {cps:g}",
                                   details={"provider": provider, "cps": cps},

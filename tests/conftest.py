@@ -1,0 +1,38 @@
+"""Shared fixtures: the anyio backend and a running sandbox reached over real loopback HTTP.
+
+Override `sandbox_config` in a test module to change the sandbox's settings for that module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from uponai_mcp.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def sandbox_config() -> SandboxConfig:
+    # Fast clock (an answered call takes ~0.2 s); everything else as the platform's defaults.
+    return SandboxConfig(speed=50)
+
+
+@pytest.fixture
+async def sandbox(sandbox_config: SandboxConfig) -> AsyncIterator[RunningSandbox]:
+    async with running_sandbox(sandbox_config) as sb:
+        yield sb
+
+
+@pytest.fixture
+async def sandbox_client(sandbox: RunningSandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the sandbox's base URL that sends its API key."""
+    headers = {"Authorization": f"Bearer {sandbox.config.api_key}"}
+    async with httpx.AsyncClient(base_url=sandbox.url, headers=headers, timeout=10) as client:
+        yield client

@@ -1,0 +1,66 @@
+"""The one ingest path: store (one transaction, committed) -> feed (announce, after the commit).
+
+The webhook receiver, the poller and the dialer's "call placed" hook all come through here, so the
+event log and the notifications are the same whichever way an event arrived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from uponai_mcp.events.feed import Feed
+from uponai_mcp.store import IngestResult, Store
+from uponai_mcp.store.calls import EventInput
+
+
+class Ingest:
+    def __init__(self, store: Store, feed: Feed) -> None:
+        self.store = store
+        self.feed = feed
+
+    async def event(self, item: EventInput, *, source: str = "webhook", received_at_ms: int | None = None
+                    ) -> IngestResult:
+        """Store one event (dedupe + monotonic snapshot + derived call_failed, one transaction), then
+        announce it. Raises StoreUnavailable (nothing stored) or ValueError (no name / call_id)."""
+        result = await self.store.ingest_event(item, source=source, received_at_ms=received_at_ms)
+        if result.stored or result.changed or result.derived:
+            self.feed.call_changed(result.call_id)
+        return result
+
+    async def api_call(self, call: Mapping[str, Any], *, source: str = "api", now_ms: int | None = None
+                       ) -> IngestResult:
+        """Merge a get-call read into the snapshot (no event row; a failed call still gets its one
+        derived call_failed), then announce a change."""
+        result = await self.store.upsert_call_from_api(call, now_ms, source=source)
+        if result.changed or result.derived:
+            self.feed.call_changed(result.call_id)
+        return result
+
+    async def call_placed(self, call_id: str) -> None:
+        """The dialer's `on_call` hook: the call exists now (its snapshot is stored already)."""
+        self.feed.call_changed(call_id, new=True)
+
+
+async def read_call(svc: Any, call_id: str) -> dict[str, Any] | None:
+    """The call's stored snapshot merged with a fresh platform read, or None when neither the store nor the
+    platform knows it. `svc` is the Services (store, api, ingest). No platform read for a final call
+    (terminal and analyzed: nothing changes any more) or a failed create (`attempt:<id>`: only we know it);
+    a platform error falls back to the stored state. A change the read reveals is stored and announced."""
+    from uponai_mcp.api import errors as api_errors
+
+    record = await svc.store.get_call_record(call_id)
+    if record is not None and record.terminal and record.analyzed:
+        return record.call
+    if call_id.startswith("attempt:"):
+        return None if record is None else record.call
+    try:
+        call = await svc.api.get_call(call_id)
+    except api_errors.NotFound:
+        return None if record is None else record.call
+    except api_errors.ApiError:
+        if record is None:
+            raise
+        return record.call
+    await svc.ingest.api_call(call.model_dump(mode="json", exclude_none=True))
+    return await svc.store.get_call_snapshot(call_id)

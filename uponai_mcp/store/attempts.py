@@ -1,0 +1,154 @@
+"""The attempts ledger: one row per dial we intend, written and committed before the request leaves.
+
+States: pending -> dialing (request may have left) -> placed (call_id) | failed | unknown;
+unknown -> dialing (retry with the same key) | placed | failed (after reconciliation).
+A failed attempt whose request may have left (dialed_at_ms set) can still turn placed if a
+reconciliation finds its call. Re-marking the current state is allowed (a 429 retry marks dialing
+again; a repeated reconcile marks placed again) but a placed attempt never changes its call id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+
+from .base import StoreBase, now_or
+from .errors import IdempotencyConflict, InvalidTransition, NotFound
+from .rows import ATTEMPT_STATES, Attempt
+
+_NEXT = {
+    "pending": {"pending", "dialing", "failed"},
+    "dialing": {"dialing", "placed", "failed", "unknown"},
+    "unknown": {"unknown", "dialing", "placed", "failed"},
+    "placed": {"placed"},
+    "failed": {"failed", "placed"},
+}
+# What budgets count: everything that reached the platform or may have, plus pending rows (they are
+# about to dial; counting them closes the check-then-dial race). Failed-before-sending is not counted;
+# refusals never enter the ledger at all.
+_COUNTED = "NOT (state = 'failed' AND dialed_at_ms IS NULL)"
+_CALLS = "state IN ('dialing', 'placed', 'unknown')"
+
+
+def _get(conn: sqlite3.Connection, attempt_id: str) -> Attempt | None:
+    row = conn.execute("SELECT * FROM attempts WHERE attempt_id = ?", (attempt_id,)).fetchone()
+    return None if row is None else Attempt.from_row(row)
+
+
+def _by_key(conn: sqlite3.Connection, key: str) -> Attempt | None:
+    row = conn.execute("SELECT * FROM attempts WHERE idempotency_key = ?", (key,)).fetchone()
+    return None if row is None else Attempt.from_row(row)
+
+
+def _check_transition(att: Attempt, state: str, call_id: str | None) -> None:
+    allowed = _NEXT[att.state]
+    if state == "placed" and att.state == "failed" and att.dialed_at_ms is None:
+        allowed = set()  # never sent: no call can exist
+    if state not in allowed:
+        raise InvalidTransition(f"attempt {att.attempt_id}", att.state, state)
+    if state == "placed" and att.call_id is not None and call_id not in (None, att.call_id):
+        raise InvalidTransition(f"attempt {att.attempt_id} (call {att.call_id})", att.state, f"call {call_id}")
+
+
+class AttemptsMixin(StoreBase):
+    async def create_attempt(
+        self, attempt_id: str, *, idempotency_key: str | None, params_hash: str, request_json: str,
+        from_number: str, to_number: str, scope: str, source: str = "tool", now_ms: int | None = None,
+    ) -> Attempt:
+        """Insert a pending attempt, or return the earlier one for the same key (`replay=True`).
+
+        Raises IdempotencyConflict when the key (or attempt id) was used with other parameters.
+        """
+        now = now_or(now_ms)
+
+        def op(conn: sqlite3.Connection) -> Attempt:
+            earlier = _by_key(conn, idempotency_key) if idempotency_key else None
+            earlier = earlier or _get(conn, attempt_id)
+            if earlier is not None:
+                if earlier.params_hash != params_hash or earlier.idempotency_key != idempotency_key:
+                    raise IdempotencyConflict(idempotency_key or attempt_id, earlier.attempt_id)
+                return replace(earlier, replay=True)
+            conn.execute(
+                "INSERT INTO attempts (attempt_id, idempotency_key, params_hash, request_json, from_number,"
+                " to_number, scope, source, state, created_at_ms, updated_at_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (attempt_id, idempotency_key, params_hash, request_json, from_number, to_number, scope, source,
+                 now, now),
+            )
+            return _get(conn, attempt_id)
+
+        return await self._write(op)
+
+    async def mark_attempt(
+        self, attempt_id: str, state: str, *, call_id: str | None = None, error_code: str | None = None,
+        error_message: str | None = None, result_json: str | None = None, now_ms: int | None = None,
+    ) -> Attempt:
+        """Move an attempt along its state machine; raises NotFound / InvalidTransition."""
+        if state not in ATTEMPT_STATES:
+            raise ValueError(f"unknown attempt state {state!r}")
+        now = now_or(now_ms)
+
+        def op(conn: sqlite3.Connection) -> Attempt:
+            att = _get(conn, attempt_id)
+            if att is None:
+                raise NotFound(f"no attempt {attempt_id}")
+            _check_transition(att, state, call_id)
+            if state == att.state and state in ("placed", "failed"):
+                return att  # settled already: a repeated report changes nothing
+            placed = state == "placed"
+            conn.execute(
+                "UPDATE attempts SET state = ?, call_id = COALESCE(?, call_id),"
+                " error_code = CASE WHEN ? THEN ? ELSE COALESCE(?, error_code) END,"
+                " error_message = CASE WHEN ? THEN ? ELSE COALESCE(?, error_message) END,"
+                " result_json = COALESCE(?, result_json), updated_at_ms = ?,"
+                " dialed_at_ms = COALESCE(dialed_at_ms, CASE WHEN ? = 'dialing' THEN ? END)"
+                " WHERE attempt_id = ?",
+                (state, call_id, placed, error_code, error_code, placed, error_message, error_message,
+                 result_json, now, state, now, attempt_id),
+            )
+            return _get(conn, attempt_id)
+
+        return await self._write(op)
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None:
+        return await self._read(lambda c: _get(c, attempt_id))
+
+    async def get_attempt_by_key(self, idempotency_key: str) -> Attempt | None:
+        return await self._read(lambda c: _by_key(c, idempotency_key))
+
+    async def get_attempt_by_call(self, call_id: str) -> Attempt | None:
+        def fn(conn: sqlite3.Connection) -> Attempt | None:
+            row = conn.execute("SELECT * FROM attempts WHERE call_id = ? ORDER BY created_at_ms LIMIT 1",
+                               (call_id,)).fetchone()
+            return None if row is None else Attempt.from_row(row)
+
+        return await self._read(fn)
+
+    async def attempts_in_state(self, *states: str) -> list[Attempt]:
+        """Attempts in any of `states`, oldest first (restart reconciliation)."""
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM attempts WHERE state IN ({marks}) ORDER BY created_at_ms, attempt_id"
+        return await self._read(lambda c: [Attempt.from_row(r) for r in c.execute(sql, states)])
+
+    async def count_attempts(
+        self, to_number: str | None = None, *, since_ms: int, from_number: str | None = None,
+    ) -> int:
+        """Attempts created at or after `since_ms` that count against budgets (pending, dialing, placed,
+        unknown, and failed after the request may have left)."""
+        return await self._count(_COUNTED, since_ms, to_number, from_number)
+
+    async def count_calls(
+        self, since_ms: int, *, to_number: str | None = None, from_number: str | None = None,
+    ) -> int:
+        """Attempts created at or after `since_ms` that made or may have made a call
+        (dialing, placed, unknown)."""
+        return await self._count(_CALLS, since_ms, to_number, from_number)
+
+    async def _count(self, where: str, since_ms: int, to_number: str | None, from_number: str | None) -> int:
+        sql = f"SELECT COUNT(*) FROM attempts WHERE created_at_ms >= ? AND {where}"
+        args: list[object] = [since_ms]
+        for column, value in (("to_number", to_number), ("from_number", from_number)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return await self._read(lambda c: c.execute(sql, args).fetchone()[0])
