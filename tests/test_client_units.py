@@ -10,7 +10,14 @@ import time
 import httpx
 import pytest
 
-from uponai_mcp.api import ConfigurationError, OutcomeUnknown, RateLimited, ServerError, UponAIClient
+from uponai_mcp.api import (
+    ConfigurationError,
+    InvalidRequest,
+    OutcomeUnknown,
+    RateLimited,
+    ServerError,
+    UponAIClient,
+)
 from uponai_mcp.api import dialects as d
 from uponai_mcp.api.errors import platform_message
 from uponai_mcp.api.retry import backoff_delay, parse_retry_after
@@ -215,3 +222,21 @@ async def test_native_list_pages_by_number_and_filters_client_side():
         page = await client.list_calls(CallFilter(to_number="+2", limit=2, start_after_ms=0))
     assert [c.call_id for c in page.calls] == ["b"] and page.next_page_token == "2"
     assert seen[0] == {"workspaceId": "1", "page": "1", "limit": "2", "fromDate": "1970-01-01T00:00:00.000Z"}
+
+
+async def test_unreadable_answers():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/create-phone-call":
+            return httpx.Response(201, content=b"<html>ok</html>")
+        if request.url.path == "/get-concurrency":
+            return httpx.Response(200, json={"unexpected": True})
+        return httpx.Response(200, json={"success": False, "message": "workspace 9 is not yours"})
+
+    async with UponAIClient(base_url="http://p", api_key="k", dialect="retell",
+                            transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(OutcomeUnknown, match="not JSON"):  # created, but we cannot say which call
+            await client.create_call(CallRequest(from_number="+1", to_number="+2"), attempt_id="a")
+        with pytest.raises(ServerError, match="unexpected response"):
+            await client.get_concurrency()
+        with pytest.raises(InvalidRequest, match="workspace 9 is not yours"):
+            await client.get_call("c1")

@@ -115,7 +115,8 @@ async def test_unconnected_outcomes_end_without_a_conversation(sandbox_client, o
     assert call["call_status"] == "not_connected"
     assert call["disconnection_reason"] == NOT_CONNECTED[outcome]
     assert call.get("start_timestamp") is None and call.get("transcript") is None
-    assert call.get("recording_url") is None and call["end_timestamp"] >= created.get("start_timestamp", 0)
+    accepted_ms = (await sandbox_client.get("/_sandbox/calls")).json()["calls"][0]["created_at_ms"]
+    assert call.get("recording_url") is None and call["end_timestamp"] >= accepted_ms
     assert call["call_cost"]["combined_cost"] == 0
     assert call["call_analysis"]["call_successful"] is False
     events = (await sandbox_client.get("/_sandbox/calls")).json()["calls"][0]["webhook_events"]
@@ -140,10 +141,9 @@ async def test_long_call_and_max_duration(sandbox_client):
     assert long_call["duration_ms"] >= 58_000 and long_call["disconnection_reason"] == "user_hangup"
     assert long_call["transcript"].count("\n") > 20
     capped_call = await until(sandbox_client, capped["call_id"], analyzed)
-    assert capped_call["duration_ms"] <= 60_000
-    if capped_call["disconnection_reason"] == "max_duration_reached":
-        words = [w for u in capped_call["transcript_object"] for w in u["words"]]
-        assert words[-1]["start"] < 60
+    assert capped_call["duration_ms"] == 60_000 and capped_call["disconnection_reason"] == "max_duration_reached"
+    words = [w for u in capped_call["transcript_object"] for w in u["words"]]
+    assert words[-1]["start"] < 60 and capped_call["call_analysis"]["call_successful"] is False
 
 
 async def test_outcome_follows_the_last_digit(sandbox_client):

@@ -19,6 +19,7 @@ import anyio
 
 from uponai_mcp import guardrails
 from uponai_mcp.api import UponAIClient
+from uponai_mcp.batches import BatchService
 from uponai_mcp.config import SANDBOX_API_KEY, Settings
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.directory import Directory
@@ -48,6 +49,7 @@ class Services:
     ingest: Ingest = None  # type: ignore[assignment]  # store -> feed; built from store + feed when omitted
     webhook_url: str | None = None  # where the standalone receiver listens (None: no listener)
     poller: Poller | None = None
+    batches: BatchService | None = None  # batch outreach; its runner runs for the server's lifetime
 
     def __post_init__(self) -> None:
         if self.ingest is None:
@@ -137,6 +139,9 @@ async def build_services(
         await start_call_events(stack, services)
         await anyio.to_thread.run_sync(guardrails.warm_up)  # phonenumbers' geodata, off the first call
         await dialer.reconcile_pending()
+        # After reconcile_pending: the runner resumes unfinished batches from the settled ledger.
+        services.batches = await stack.enter_async_context(
+            BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
         yield ServiceHub(services=services)
 
 

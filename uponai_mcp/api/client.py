@@ -6,13 +6,15 @@ calls an operation needs (e.g. the native create-call first reads the from-numbe
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import anyio
 import httpx
+from pydantic import ValidationError
 
 from uponai_mcp.config import Settings
 from uponai_mcp.models import (
@@ -27,8 +29,8 @@ from uponai_mcp.models import (
 )
 
 from . import dialects as d
-from .errors import ConfigurationError, InvalidRequest, NotFound, OutcomeUnknown
-from .transport import DEFAULT_TIMEOUT, Ambiguous, Transport
+from .errors import ConfigurationError, InvalidRequest, NotFound, OutcomeUnknown, ServerError
+from .transport import DEFAULT_TIMEOUT, Ambiguous, Transport, now_ms
 
 Dialect = Literal["uponai", "retell"]
 
@@ -36,6 +38,26 @@ RECONCILE_MARGIN_MS = 5 * 60 * 1000  # clock skew between us and the platform
 RECONCILE_MAX_PAGES = 50  # bound the native scan: 50 pages x 100 calls
 PAGE_SIZE = 1000  # numbers/agents per page (Retell max)
 NATIVE_AGENT_LIMIT = 1000  # the native maximum; paging keys are followed if the platform sends them
+
+
+# A 2xx body we cannot map (missing fields, wrong types).
+SHAPE_ERRORS = (ValidationError, KeyError, TypeError, AttributeError)
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _shaped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """A read whose answer does not have the expected shape raises ServerError, not a mapping error."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except SHAPE_ERRORS as exc:
+            raise ServerError(f"unexpected response from the platform in {fn.__name__}: {exc}"[:500]) from exc
+
+    return wrapper
 
 
 def _seg(value: str) -> str:
@@ -140,9 +162,14 @@ class UponAIClient:
                 f"the platform may or may not have placed the call ({exc.cause}); reconcile before dialing again",
                 exc.status, attempt_id=attempt_id, request=request, sent_at_ms=exc.sent_at_ms, cause=exc.cause,
             ) from exc
-        if self.dialect == "retell":
-            return Call.model_validate(data)
-        return d.native_create_response(data)
+        try:
+            return Call.model_validate(data) if self.dialect == "retell" else d.native_create_response(data)
+        except SHAPE_ERRORS as exc:  # accepted, but we cannot read which call: as unknown as a timeout
+            cause = f"unreadable create response: {exc}"[:300]
+            raise OutcomeUnknown(
+                f"the platform accepted the call but its answer could not be read; reconcile ({cause})",
+                None, attempt_id=attempt_id, request=request, sent_at_ms=now_ms(), cause=cause,
+            ) from exc
 
     async def _native_agent_for(self, request: CallRequest) -> tuple[str, int | None]:
         """agentId and overrideAgentVersion: the override, else the from-number's outbound agent."""
@@ -161,12 +188,14 @@ class UponAIClient:
         version = request.override_agent_version
         return chosen.agent_id, version if version is not None else chosen.agent_version
 
+    @_shaped
     async def get_call(self, call_id: str) -> Call:
         if self.dialect == "retell":
             return Call.model_validate(await self._t.request("GET", f"/v2/get-call/{_seg(call_id)}"))
         data = await self._t.request("GET", f"/api/v1/calls/{_seg(call_id)}")
         return d.native_call(d.unwrap(data, "call"))
 
+    @_shaped
     async def list_calls(self, filter: CallFilter) -> CallPage:
         """One page, newest first where the platform sorts. Native: filters it cannot apply
         (from/to number, metadata) are applied to the page, so a page may hold fewer calls."""
@@ -187,17 +216,22 @@ class UponAIClient:
         more = d.native_has_more(data, page, filter.limit, len(records))
         return CallPage(calls=calls, next_page_token=str(page + 1) if more else None)
 
+    @_shaped
     async def find_call_by_attempt(
         self, attempt_id: str, *, since_ms: int, to_number: str | None = None,
     ) -> Call | None:
-        """The call a (possibly failed) create with this attempt_id placed, or None."""
+        """The call a (possibly failed) create with this attempt_id placed, or None if there is none.
+
+        Matches on the attempt id alone: `to_number` is accepted but not filtered on, since a number
+        the platform normalised differently would hide the call and invite a second dial.
+        """
+        del to_number
         wanted = {d.ATTEMPT_KEY: attempt_id}
         if self.dialect == "retell":
-            # A server-side metadata filter is exact; no time filter, as a registered call may lack start_timestamp.
-            page = await self.list_calls(CallFilter(metadata=wanted, to_number=to_number, limit=10))
+            # The server-side metadata filter is exact; no time filter, a registered call may lack start_timestamp.
+            page = await self.list_calls(CallFilter(metadata=wanted, limit=10))
             return next((c for c in page.calls if (c.metadata or {}).get(d.ATTEMPT_KEY) == attempt_id), None)
-        flt = CallFilter(start_after_ms=max(0, since_ms - RECONCILE_MARGIN_MS), to_number=to_number,
-                         metadata=wanted, limit=100)
+        flt = CallFilter(start_after_ms=max(0, since_ms - RECONCILE_MARGIN_MS), metadata=wanted, limit=100)
         for _ in range(RECONCILE_MAX_PAGES):
             page = await self.list_calls(flt)
             if page.calls:
@@ -205,10 +239,12 @@ class UponAIClient:
             if not page.next_page_token:
                 return None
             flt = flt.model_copy(update={"page_token": page.next_page_token})
-        return None
+        # Saying "no call" after a truncated scan could cause a double dial: refuse to answer instead.
+        raise ServerError(f"reconciliation gave up after {RECONCILE_MAX_PAGES} pages of calls; try again later")
 
     # --- numbers -----------------------------------------------------------------------------------
 
+    @_shaped
     async def list_phone_numbers(self) -> list[PhoneNumber]:
         if self.dialect == "retell":
             return [d.retell_number(r) for r in await self._retell_all("GET", "/v2/list-phone-numbers")]
@@ -216,6 +252,7 @@ class UponAIClient:
                                      params={"workspaceId": self._workspace()})
         return [d.native_number(r) for r in d.items_of(data, "numbers", "items")]
 
+    @_shaped
     async def get_phone_number(self, number: str) -> PhoneNumber:
         if self.dialect == "retell":
             return d.retell_number(await self._t.request("GET", f"/get-phone-number/{_seg(number)}"))
@@ -225,6 +262,7 @@ class UponAIClient:
                 return candidate
         raise NotFound(f"phone number {number} not found in this account")
 
+    @_shaped
     async def bind_agents(self, number: str, update: BindingUpdate) -> PhoneNumber:
         """Set inbound/outbound agents; None leaves a direction, [] unsets it. Returns the number after."""
         if self.dialect == "retell":
@@ -240,6 +278,7 @@ class UponAIClient:
 
     # --- agents, concurrency -----------------------------------------------------------------------
 
+    @_shaped
     async def list_agents(self) -> list[Agent]:
         if self.dialect == "retell":
             return d.agents_from_records(await self._retell_all("POST", "/v2/list-agents"))
@@ -254,6 +293,7 @@ class UponAIClient:
             params = {**params, "paginationKey": key}
         return d.agents_from_records(records)
 
+    @_shaped
     async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
         if self.dialect == "retell":
             data = await self._t.request("GET", f"/get-agent/{_seg(agent_id)}", params={"version": version})
@@ -263,6 +303,7 @@ class UponAIClient:
             ), "agent")
         return Agent.model_validate(data)
 
+    @_shaped
     async def get_concurrency(self) -> Concurrency:
         if self.dialect == "retell":
             return d.retell_concurrency(await self._t.request("GET", "/get-concurrency"))

@@ -36,8 +36,8 @@ class InvalidRequest(ApiError):
     """400/402/409/413 and other 4xx: the platform refused the request; nothing happened."""
 
 
-class ConfigurationError(ApiError):
-    """The client lacks a setting the dialect needs (raised before anything is sent)."""
+class ConfigurationError(InvalidRequest):
+    """The client lacks a setting the dialect needs; raised before anything is sent (status None)."""
 
 
 class RateLimited(ApiError):

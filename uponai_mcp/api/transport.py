@@ -116,7 +116,7 @@ class Transport:
 
             status = resp.status_code
             if status < 400:
-                return _decode(resp, what)
+                return _decode(resp, what, idempotent=idempotent, sent_at_ms=sent_at)
             message = platform_message(resp.content, resp.reason_phrase or f"HTTP {status}")
             if status == 429:  # class (a): rejected before executing
                 hinted = parse_retry_after(resp.headers)
@@ -145,13 +145,16 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _decode(resp: httpx.Response, what: str) -> Any:
+def _decode(resp: httpx.Response, what: str, *, idempotent: bool, sent_at_ms: int) -> Any:
     if not resp.content.strip():
         return None
     try:
         data = jsonlib.loads(resp.content)
     except ValueError as exc:
-        raise ServerError(f"{what} answered HTTP {resp.status_code} with a body that is not JSON", resp.status_code) from exc
+        message = f"{what} answered HTTP {resp.status_code} with a body that is not JSON"
+        if not idempotent:  # it succeeded, but we cannot tell what it created
+            raise Ambiguous(message, resp.status_code, cause=message, sent_at_ms=sent_at_ms) from exc
+        raise ServerError(message, resp.status_code) from exc
     # UponAI's envelope can say `success: false` with a 2xx status.
     if isinstance(data, dict) and data.get("success") is False:
         raise InvalidRequest(platform_message(resp.content, f"{what} failed"), resp.status_code)

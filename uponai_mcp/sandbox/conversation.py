@@ -110,7 +110,7 @@ def plan_call(rng: random.Random, outcome: str, *, begin_message: str, customer:
         turns.say("agent", begin_message)
         turns.say("user", rng.choice(["Sure, go ahead.", "Yes, I have a minute.", "Okay, what is it about?"]))
         if outcome == "long_call":
-            _small_talk(turns, LONG_CALL_S - 6)
+            _small_talk(turns, LONG_CALL_S - 3)
             reason = "user_hangup"
         turns.say("agent", "Let me check our demo calendar.")
         turns.tool("check_availability", {"range": "next_week"}, {"slots": ["Tuesday 10:00", "Thursday 14:00"]})

@@ -2,7 +2,7 @@
 
 from mcp.server import MCPServer
 
-from uponai_mcp.tools import calls, numbers, pacing, waiting
+from uponai_mcp.tools import batches, calls, numbers, pacing, waiting
 
 
 def register_all(mcp: MCPServer, *, read_only: bool) -> None:
@@ -11,3 +11,4 @@ def register_all(mcp: MCPServer, *, read_only: bool) -> None:
     numbers.register(mcp, read_only=read_only)
     pacing.register(mcp, read_only=read_only)
     waiting.register(mcp, read_only=read_only)
+    batches.register(mcp, read_only=read_only)

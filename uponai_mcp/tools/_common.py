@@ -23,7 +23,8 @@ DIAL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_h
 
 
 def services(ctx: Context) -> Services:
-    return ctx.request_context.lifespan_context.require()
+    with refusals():
+        return ctx.request_context.lifespan_context.require()
 
 
 @contextmanager
