@@ -19,8 +19,8 @@ TELNYX = "+14155550101"  # telnyx, outbound agent_sales (latest)
 TRUNK = "+14155550102"  # custom telephony, no outbound agent
 
 
-async def wait_for(client: httpx.AsyncClient, call_id: str, key: str = "call_analysis", timeout: float = 5) -> dict:
-    deadline = time.monotonic() + timeout
+async def wait_for(client: httpx.AsyncClient, call_id: str, key: str = "call_analysis") -> dict:
+    deadline = time.monotonic() + 5
     while True:
         call = (await client.get(f"/v2/get-call/{call_id}")).json()
         if call.get(key) is not None:
@@ -128,9 +128,10 @@ async def test_retell_list_calls_v3_filters_and_pages(sandbox_client):
     assert found(await v3(filter_criteria=meta)) == [ids[0]]
     # registered calls have no start yet: start_timestamp filters use their acceptance time
     calls = {c["call_id"]: c for c in (await sandbox_client.get("/_sandbox/calls")).json()["calls"]}
-    since = calls[ids[1]]["created_at_ms"]
-    recent = await v3(filter_criteria={"start_timestamp": {"type": "number", "op": "ge", "value": since}})
-    assert set(found(recent)) == {ids[1], ids[2]}
+    since, now = calls[ids[0]]["created_at_ms"], int(time.time() * 1000) + 5_000
+    window = await v3(filter_criteria={"start_timestamp": {"type": "range", "op": "bt", "value": [since, now]}})
+    assert set(found(window)) == set(ids)
+    assert found(await v3(filter_criteria={"start_timestamp": {"type": "number", "op": "gt", "value": now}})) == []
     statuses = {"call_status": {"type": "enum", "op": "in", "value": ["registered", "ongoing", "ended",
                                                                         "not_connected"]}}
     assert len(found(await v3(filter_criteria=statuses))) == 3

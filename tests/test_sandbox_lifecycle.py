@@ -32,8 +32,8 @@ async def create(client: httpx.AsyncClient, **body) -> dict:
     return r.json()
 
 
-async def until(client: httpx.AsyncClient, call_id: str, done, timeout: float = 5) -> dict:
-    deadline = time.monotonic() + timeout
+async def until(client: httpx.AsyncClient, call_id: str, done) -> dict:
+    deadline = time.monotonic() + 5
     while True:
         call = (await client.get(f"/v2/get-call/{call_id}")).json()
         if done(call):

@@ -47,6 +47,8 @@ def from_api_error(exc: api_errors.ApiError, *, what: str = "the platform") -> R
             f"by its attempt id {exc.attempt_id} (see list_calls or the audit log).",
             attempt_id=exc.attempt_id,
         )
+    if isinstance(exc, api_errors.ConfigurationError):
+        return Refused("configuration_error", exc.message)
     if isinstance(exc, api_errors.Unauthorized):
         return Refused(
             "upstream_error", "The platform refused the API key; check UPONAI_API_KEY and its workspace."
