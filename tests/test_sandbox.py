@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
 import pytest
 
 from uponai_mcp.models import Agent, Call, Concurrency, PhoneNumber, ProviderKind
-from uponai_mcp.sandbox import SandboxConfig, running_sandbox
+from uponai_mcp.sandbox import SandboxConfig, create_app, running_sandbox
 from uponai_mcp.sandbox.seed import ACCOUNT_SID
 
 pytestmark = pytest.mark.anyio
@@ -388,6 +389,49 @@ async def test_hostile_input_gets_a_4xx_in_the_platforms_shape(sandbox_client, s
     assert (await sandbox_client.get("/get-concurrency")).status_code == 200  # still serving
 
 
+FIELDS = ["from_number", "to_number", "override_agent_id", "override_agent_version", "agent_override", "metadata",
+          "retell_llm_dynamic_variables", "custom_sip_headers", "ignore_e164_validation", "idempotency_key",
+          "filter_criteria", "limit", "pagination_key", "sort_order", "skip", "include_total", "inbound_agents",
+          "outbound_agents", "nickname", "allowed_outbound_country_list", "workspaceId", "agentId", "fromNumber",
+          "toNumber", "overrideAgentVersion", "agentOverride", "uponai_dynamic_variables", "customSipHeaders",
+          "ignoreE164Validation", "accountSid", "inboundAgents", "outboundAgents", "kind", "count", "path_prefix",
+          "drop", "duplicate", "delay_ms", "reorder", "webhook_url", "call_failed_events", "concurrency_limit",
+          "twilio", "agent", "retell_llm", "llm", "agent_id", "weight", "agent_version", "call_status", "metadata",
+          "type", "op", "value", "key", "version", "begin_message", "max_call_duration_ms", "sandbox_outcome"]
+ATOMS = [None, True, False, 0, -1, 1, 2**70, 0.5, 1e308, "", "x" * 3000, "+14155552670", "+18765550123", "334",
+         SALES, TRUNK, "agent_sales", "latest", "ended", "eq", "in", "bt", "string", "enum", "range", "present",
+         "answered", "X-Ok", "9" * 5000]
+
+
+def _value(rng, depth: int = 0):
+    roll = rng.random()
+    if depth < 3 and roll < 0.2:
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if depth < 3 and roll < 0.45:
+        return {rng.choice(FIELDS): _value(rng, depth + 1) for _ in range(rng.randrange(5))}
+    return rng.choice(ATOMS)
+
+
+async def test_fuzzed_bodies_and_queries_never_5xx(sandbox_client):
+    import random
+
+    await sandbox_client.post("/_sandbox/cps", json={"twilio": 10_000, "telnyx": 10_000, "custom": 10_000})
+    rng = random.Random(1234)
+    targets = [t for t in HOSTILE_TARGETS if not t[1].startswith("/_sandbox/faults")]  # faults would hang us
+    gets = ["/v2/list-phone-numbers", "/list-agents", "/get-agent/agent_sales", "/api/v1/calls", "/api/agents",
+            "/api/agents/agent_sales", "/api/concurrency", f"/api/numbers/{ACCOUNT_SID}"]
+    for _ in range(400):
+        method, path = rng.choice(targets)
+        body = {rng.choice(FIELDS): _value(rng) for _ in range(rng.randrange(8))}
+        r = await sandbox_client.request(method, path, json=body)
+        assert r.status_code < 500, (path, body, r.text)
+        params = {rng.choice(["limit", "page", "version", "workspaceId", "status", "fromDate", "toDate",
+                              "sort_order", "pagination_key", "agentId"]): str(rng.choice(ATOMS))[:200]
+                  for _ in range(rng.randrange(4))}
+        r = await sandbox_client.get(rng.choice(gets), params=params)
+        assert r.status_code < 500, (params, r.text)
+
+
 # --- determinism -----------------------------------------------------------------------------------
 
 
@@ -416,3 +460,76 @@ async def test_same_seed_same_requests_same_calls():
     assert first == second
     assert [c[0] for c in first] != [c[0] for c in other]
     assert any("Kim 0" in (c[3] or "") for c in first)
+
+
+# --- fixture file, clean shutdown, CLI ---------------------------------------------------------------
+
+
+async def test_fixture_file_replaces_the_seed(tmp_path):
+    fixture = tmp_path / "account.json"
+    fixture.write_text(json.dumps({
+        "workspace_id": 42, "account_sid": "acct-test",
+        "agents": [{"agent_id": "agent_x", "agent_name": "X", "begin_message": "Yo {{who}}.",
+                    "versions": [1, {"version": 2, "begin_message": "Hey {{who}}."}]}],
+        "phone_numbers": [{"phone_number": "+442071838750", "type": "telnyx",
+                           "outbound_agents": [{"agent_id": "agent_x", "agent_version": 2, "weight": 1}]}],
+    }))
+    async with running_sandbox(SandboxConfig(speed=200, fixture=fixture)) as sb, \
+            httpx.AsyncClient(base_url=sb.url, headers={"Authorization": "Bearer sk_sandbox"}) as c:
+        numbers = (await c.get("/list-phone-numbers")).json()
+        assert [(n["phone_number"], n["phone_number_type"]) for n in numbers] == [("+442071838750", "retell-telnyx")]
+        assert (await c.get("/api/agents", params={"workspaceId": 42})).json()["agents"][0]["agent_id"] == "agent_x"
+        r = await c.post("/v2/create-phone-call", json={"from_number": "+442071838750", "to_number": "+14155552670",
+                                                         "retell_llm_dynamic_variables": {"who": "Sam"}})
+        assert r.status_code == 201, r.text
+        call = await wait_for(c, r.json()["call_id"])
+        assert call["transcript"].startswith("Agent: Hey Sam.")
+        await c.post("/_sandbox/reset")
+        assert len((await c.get("/list-phone-numbers")).json()) == 1  # reset goes back to the fixture
+    bad = tmp_path / "bad.json"
+    for text in ("{", '{"agents": [{"agent_id": "a", "versions": [0]}]}',
+                 '{"phone_numbers": [{"phone_number": "+14155550100", "type": "twilio",'
+                 ' "outbound_agents": [{"agent_id": "ghost", "weight": 1}]}]}'):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match="fixture"):
+            create_app(SandboxConfig(fixture=bad))
+
+
+async def test_shutdown_cancels_timers_and_deliveries():
+    async with running_sandbox(SandboxConfig(speed=1, webhook_url="http://127.0.0.1:9/hook")) as sb, \
+            httpx.AsyncClient(base_url=sb.url, headers={"Authorization": "Bearer sk_sandbox"}) as c:
+        for dst in ("+14155552670", "+14155552679"):
+            await c.post("/v2/create-phone-call", json={"from_number": SALES, "to_number": dst})
+            await c.post("/_sandbox/cps", json={"twilio": 100})
+        assert sb.engine.pending_tasks == 2
+    assert sb.engine.pending_tasks == 0
+
+
+async def test_cli_serves_until_interrupted(tmp_path):
+    import signal
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uponai_mcp", "sandbox", "--port", "0", "--speed", "100", "--seed", "3",
+        "--cps", "twilio=5,telnyx=16", "--concurrency", "7", "--api-key", "k1", "--no-call-failed",
+        "--log-level", "warning", stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = line.split("listening on ", 1)[1].split()[0]
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer k1"}) as c:
+            settings = (await c.get("/_sandbox/config")).json()
+            assert settings["cps"] == {"twilio": 5, "telnyx": 16, "custom": 1}
+            assert (settings["concurrency_limit"], settings["call_failed_events"], settings["seed"]) == (7, False, 3)
+            assert (await c.get("/get-concurrency", headers={"Authorization": "Bearer sk_sandbox"})).status_code == 401
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert await proc.stdout.read() == b""  # stdout stays clean
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    from uponai_mcp.sandbox import main
+
+    assert main(["--port", "not-a-number"]) == 2
+    assert main(["--cps", "twilio=fast"]) == 2

@@ -144,17 +144,17 @@ async def test_reorder_and_delay_faults(sandbox_client, receiver):
     await sandbox_client.post("/_sandbox/webhook-faults", json={"reorder": True})
     swapped = await create(sandbox_client)
     assert await receiver.wait(swapped, 3) == ["call_ended", "call_started", "call_analyzed"]
-    await sandbox_client.post("/_sandbox/webhook-faults", json={"delay_ms": 300})
+    await sandbox_client.post("/_sandbox/webhook-faults", json={"delay_ms": 150})
     started = time.monotonic()
     late = await create(sandbox_client, "busy")
     assert await receiver.wait(late, 3) == ["call_ended", "call_failed", "call_analyzed"]
     first = next(g for g in receiver.got if g["call"]["call_id"] == late)
-    assert first["at"] - started >= 0.3
+    assert first["at"] - started >= 0.15
 
 
 async def test_a_slow_receiver_for_one_call_does_not_hold_up_others(sandbox_client, receiver):
     slow = await create(sandbox_client)
-    receiver.slow_calls[slow] = 0.15
+    receiver.slow_calls[slow] = 0.08
     fast = await create(sandbox_client, to_number="+14155552671")
     assert await receiver.wait(fast, 3) == ["call_started", "call_ended", "call_analyzed"]
     assert len(receiver.events(slow)) < 3  # still working through its own queue, in order

@@ -13,7 +13,13 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--read-only", action="store_true", help="leave the mutating tools out of tools/list")
     parser.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on stderr)")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
+                        help="streamable-http: a Host name clients use besides loopback (repeatable; also "
+                             "UPONAI_MCP_ALLOWED_HOSTS)")
+    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                        help="streamable-http: an extra browser Origin to accept (repeatable; also "
+                             "UPONAI_MCP_ALLOWED_ORIGINS)")
     args = parser.parse_args(argv)
     level = os.environ.get("UPONAI_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.INFO),
@@ -26,11 +32,12 @@ def _serve(argv: list[str]) -> int:
     settings = Settings.from_env()
     if args.read_only:
         settings = settings.model_copy(update={"read_only": True})
-    server = create_server(settings)
-    if args.transport == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=args.host, port=args.port)
+    if args.transport == "streamable-http":
+        from uponai_mcp.http_app import HttpOptions, serve
+
+        return serve(settings, HttpOptions(host=args.host, port=args.port, allowed_hosts=tuple(args.allowed_host),
+                                           allowed_origins=tuple(args.allowed_origin)))
+    create_server(settings).run("stdio")
     return 0
 
 

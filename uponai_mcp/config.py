@@ -54,6 +54,9 @@ class Settings(BaseModel):
     webhook_key: str | None = None  # None: the API key signs webhooks
     webhook_listen: str | None = None  # host:port for the webhook receiver under stdio
     mcp_tokens: tuple[str, ...] = ()
+    # streamable HTTP: Host names (and extra browser origins) accepted besides loopback; see http_app.
+    mcp_allowed_hosts: tuple[str, ...] = ()
+    mcp_allowed_origins: tuple[str, ...] = ()
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     create_timeout_s: float = 60.0
@@ -154,5 +157,9 @@ class Settings(BaseModel):
         parse("UPONAI_WEBHOOK_KEY", "webhook_key", str)
         parse("UPONAI_WEBHOOK_LISTEN", "webhook_listen", str)
         parse("UPONAI_MCP_TOKENS", "mcp_tokens", lambda r: tuple(t.strip() for t in r.split(",") if t.strip()))
+        parse("UPONAI_MCP_ALLOWED_HOSTS", "mcp_allowed_hosts",
+              lambda r: tuple(h.strip() for h in r.split(",") if h.strip()))
+        parse("UPONAI_MCP_ALLOWED_ORIGINS", "mcp_allowed_origins",
+              lambda r: tuple(o.strip() for o in r.split(",") if o.strip()))
         values["errors"] = tuple(errors)
         return cls(**values)

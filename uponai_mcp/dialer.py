@@ -234,9 +234,22 @@ class Dialer:
 
     async def _dial(self, request: CallRequest, attempt_id: str, scope: str, *,
                     first_slot: Slot | None = None) -> Placement:
+        async def take_slot() -> None:
+            # Awaited by the client right before the create request leaves (after any lookups), so the
+            # pacer times the request itself. A batch may hand in the slot it already waited for.
+            nonlocal first_slot, waited_s
+            slot, first_slot = first_slot, None
+            if slot is None:
+                slot = await self.pacer.acquire(scope, horizon_s=self.settings.pacing_horizon_s)
+            waited_s += slot.waited_s
+            await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
+
+        waited_s = 0.0
+
         for _ in range(MAX_PLATFORM_429_RETRIES + 1):
             try:
-                slot = first_slot or await self.pacer.acquire(scope, horizon_s=self.settings.pacing_horizon_s)
+                call = await self.api.create_call(request, attempt_id=attempt_id, retry_rate_limited=False,
+                                                  before_send=take_slot)
             except RateLimitedLater as exc:
                 await self.store.mark_attempt(attempt_id, "failed", error_code="rate_limited",
                                               error_message=str(exc), now_ms=self._now_ms())
@@ -244,17 +257,9 @@ class Dialer:
                 raise Refused(
                     "rate_limited",
                     f"The {scope} CPS schedule is full for the next {self.settings.pacing_horizon_s:.0f} s; "
-                    f"retry at {exc.retry_at_wall.isoformat() if hasattr(exc, 'retry_at_wall') else 'a later time'} "
-                    f"(in {exc.retry_after_s:.1f} s).",
+                    f"retry at {exc.retry_at_wall.isoformat()} (in {exc.retry_after_s:.1f} s).",
                     retry_after_s=exc.retry_after_s,
                 ) from exc
-            first_slot = None  # a retry after a platform 429 queues through the pacer again
-            if slot is not None and getattr(slot, "waited_s", 0) > 0.05:
-                await self._audit("paced", request, summary=f"waited {slot.waited_s:.2f} s for a {scope} slot",
-                                  attempt_id=attempt_id)
-            await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
-            try:
-                call = await self.api.create_call(request, attempt_id=attempt_id, retry_rate_limited=False)
             except api_errors.RateLimited as exc:
                 # The platform counted differently than we did: push the whole scope back and retry in line.
                 self.pacer.penalize(scope, exc.retry_after)
@@ -279,6 +284,9 @@ class Dialer:
                 )
                 await self._audit("failed", request, code=refusal.code, summary=refusal.message, attempt_id=attempt_id)
                 raise refusal from exc
+            if waited_s > 0.05:
+                await self._audit("paced", request, summary=f"waited {waited_s:.2f} s for a {scope} slot",
+                                  attempt_id=attempt_id)
             await self._record_placed(attempt_id, call, request)
             return Placement(call, attempt_id)
         await self.store.mark_attempt(attempt_id, "failed", error_code="rate_limited",

@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 
 import anyio
 
-import anyio
-
 from uponai_mcp import guardrails
 from uponai_mcp.api import UponAIClient
 from uponai_mcp.batches import BatchService
@@ -60,8 +58,10 @@ class Services:
 
     def event_source(self) -> dict[str, object]:
         """How call events reach this server (for the policy resource and logs)."""
-        poller = None if self.poller is None else (
-            "primary" if self.webhook_url is None else "safety net (every 30 s)")
+        poller = None
+        if self.poller is not None:
+            flowing = self.webhook_url is not None or self.ingest.webhooks_flowing()
+            poller = "safety net (every 30 s)" if flowing else "primary"
         return {"webhook_receiver": self.webhook_url, "poller": poller}
 
 

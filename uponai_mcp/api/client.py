@@ -141,10 +141,15 @@ class UponAIClient:
 
     # --- calls -------------------------------------------------------------------------------------
 
-    async def create_call(self, request: CallRequest, *, attempt_id: str, retry_rate_limited: bool = True) -> Call:
+    async def create_call(
+        self, request: CallRequest, *, attempt_id: str, retry_rate_limited: bool = True,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Call:
         """Place one call, tagged with `attempt_id`. Never retried once it may have executed.
 
         `retry_rate_limited=False` raises RateLimited on the first 429 (the dialer paces itself).
+        `before_send` is awaited right before the create request leaves, after any lookups, so a
+        pacer slot taken there times the request itself.
         """
         if self.dialect == "retell":
             method, path, body = "POST", "/v2/create-phone-call", d.retell_create_body(request, attempt_id)
@@ -154,6 +159,8 @@ class UponAIClient:
             method, path = "POST", "/api/v1/calls/initiate"
             body = d.native_create_body(request, attempt_id, workspace_id=workspace, agent_id=agent_id,
                                         agent_version=version)
+        if before_send is not None:
+            await before_send()
         try:
             data = await self._t.request(method, path, json=body, idempotent=False, http_timeout=self.create_timeout,
                                          retry_rate_limited=retry_rate_limited)

@@ -6,6 +6,7 @@ event log and the notifications are the same whichever way an event arrived.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,12 +19,19 @@ class Ingest:
     def __init__(self, store: Store, feed: Feed) -> None:
         self.store = store
         self.feed = feed
+        self.last_webhook_at: float | None = None  # time.monotonic() of the last verified webhook stored
+
+    def webhooks_flowing(self, within_s: float = 600.0) -> bool:
+        """Did a verified webhook arrive (on any route) in the last `within_s` seconds?"""
+        return self.last_webhook_at is not None and time.monotonic() - self.last_webhook_at < within_s
 
     async def event(self, item: EventInput, *, source: str = "webhook", received_at_ms: int | None = None
                     ) -> IngestResult:
         """Store one event (dedupe + monotonic snapshot + derived call_failed, one transaction), then
         announce it. Raises StoreUnavailable (nothing stored) or ValueError (no name / call_id)."""
         result = await self.store.ingest_event(item, source=source, received_at_ms=received_at_ms)
+        if source == "webhook":
+            self.last_webhook_at = time.monotonic()
         if result.stored or result.changed or result.derived:
             self.feed.call_changed(result.call_id)
         return result

@@ -5,8 +5,10 @@ What it watches: `store.tracked_non_terminal_calls()`, i.e. the calls this serve
 terminal yet, or ended but still waiting for their analysis (for a grace period).
 How often: per call, 1 s after it is first seen, doubling up to 30 s while nothing changes, back to 1 s
 after a change (the next transition is usually close: ended -> analyzed), with ±20 % jitter so many calls
-do not poll in lockstep. With a webhook listener the poller is only a safety net: it starts at 30 s
-and stays there (`Poller.safety_net()`), for calls whose webhooks were lost.
+do not poll in lockstep. Where webhooks do arrive the poller is only a safety net for lost ones: every
+call at a flat 30 s, either because a standalone listener runs (`Poller.safety_net()`) or, adaptively,
+because a verified webhook arrived in the last 10 minutes on any route (e.g. the streamable HTTP app's
+`/webhooks/uponai`).
 What it stores: the transitions it observes, as the events the platform would have sent
 (`call_started`, `call_ended`, `call_analyzed`, source="poller"), under the same dedupe keys, so a
 webhook arriving later (or earlier) for the same transition is a duplicate, never a second event; plus
@@ -60,6 +62,10 @@ class Poller:
     def _jittered(self, delay: float) -> float:
         return delay * (1 + self.rng.uniform(-self.jitter, self.jitter))
 
+    def _base_delay(self) -> float:
+        """The first and after-a-change delay: the safety-net cadence while webhooks are flowing."""
+        return self.max_delay_s if self.ingest.webhooks_flowing() else self.min_delay_s
+
     async def run(self) -> None:
         """Poll forever (cancel to stop). Errors are logged and retried; nothing here raises."""
         while True:
@@ -82,17 +88,18 @@ class Poller:
             if call_id not in wanted:
                 del self._tracks[call_id]
         due = []
+        base = self._base_delay()
         for call_id in tracked:
             track = self._tracks.get(call_id)
             if track is None:
-                self._tracks[call_id] = _Track(now + self._jittered(self.min_delay_s), self.min_delay_s)
+                self._tracks[call_id] = _Track(now + self._jittered(base), base)
             elif track.due <= now:
                 due.append(call_id)
         for call_id in due:
             changed = await self.poll(call_id)
             track = self._tracks.get(call_id)
             if track is not None:
-                track.delay = self.min_delay_s if changed else min(track.delay * 2, self.max_delay_s)
+                track.delay = base if changed else min(max(track.delay * 2, base), self.max_delay_s)
                 track.due = self.monotonic() + self._jittered(track.delay)
         return len(due)
 

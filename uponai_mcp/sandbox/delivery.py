@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -22,6 +24,12 @@ log = logging.getLogger("uponai_mcp.sandbox.delivery")
 TIMEOUT_S = 10.0
 RETRIES = 3
 BACKOFF_S = 0.2  # 0.2, 0.4, 0.8 s at speed 1
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # One TLS context per process: building it costs tens of ms, and sandboxes start often in tests.
+    return httpx.create_ssl_context()
 
 
 @dataclass
@@ -94,7 +102,7 @@ class Deliverer:
 
     async def _send(self, url: str, call_id: str, event: str, body: bytes) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=TIMEOUT_S, trust_env=False)
+            self._client = httpx.AsyncClient(timeout=TIMEOUT_S, trust_env=False, verify=_tls())
         status: int | None = None
         for attempt in range(RETRIES + 1):
             if attempt:

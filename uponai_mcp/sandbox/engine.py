@@ -79,6 +79,11 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    @property
+    def pending_tasks(self) -> int:
+        """Lifecycle timers and webhook deliveries still running (0 after shutdown)."""
+        return sum(1 for t in self._tasks if not t.done())
+
     async def start(self) -> None:
         self._closing = asyncio.Event()
 

@@ -125,8 +125,10 @@ def _keyed(name: str, flt: Any) -> Predicate:
 
 
 def _agents(flt: Any) -> Predicate:
-    if not isinstance(flt, list) or not all(isinstance(a, dict) and isinstance(a.get("agent_id"), str) for a in flt):
-        raise ApiError(400, "filter_criteria.agent must be a list of {agent_id, version?}.")
+    if not isinstance(flt, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("agent_id"), str) and isinstance(a.get("version") or [], list)
+            for a in flt):
+        raise ApiError(400, "filter_criteria.agent must be a list of {agent_id, version?: [int]}.")
 
     def one(a: dict[str, Any], r: CallRec) -> bool:
         versions = a.get("version")

@@ -54,8 +54,9 @@ class _Server(uvicorn.Server):
             sock.close()
         for connection in list(state.connections):
             connection.shutdown()
-        deadline = asyncio.get_running_loop().time() + (self.config.timeout_graceful_shutdown or 2)
-        while (state.connections or state.tasks) and asyncio.get_running_loop().time() < deadline:
+        for _ in range(int((self.config.timeout_graceful_shutdown or 2) / 0.005)):
+            if not (state.connections or state.tasks):
+                break
             await asyncio.sleep(0.005)
         for task in list(state.tasks):
             task.cancel()
@@ -79,6 +80,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
+    # Bound to every interface: hand out a loopback URL (recording URLs must be fetchable).
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
