@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from mcp import Client
 
@@ -61,6 +62,30 @@ class Harness:
         (await self.http.post("/_sandbox/faults", json=body)).raise_for_status()
 
 
+@asynccontextmanager
+async def sandbox_process(*args: str) -> AsyncIterator[str]:
+    """The sandbox as its own process (like the real platform): its clock and event loop are not ours.
+    Yields its URL; `args` are `uponai-mcp sandbox` flags."""
+    import re
+    import subprocess
+    import sys
+
+    proc = await anyio.open_process([sys.executable, "-m", "uponai_mcp", "sandbox", "--port", "0", *args],
+                                    stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        seen = b""
+        with anyio.fail_after(30):
+            while (m := re.search(rb"listening on (http://\S+)", seen)) is None:
+                seen += await proc.stderr.receive()
+        yield m.group(1).decode()
+    finally:
+        proc.terminate()
+        with anyio.move_on_after(5, shield=True):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+
+
 def refusal_code(tool: str, text: str) -> str:
     """`Error executing tool <tool>: <code>: <sentence>` -> `<code>`; asserts the sentence is there."""
     prefix = f"Error executing tool {tool}: "
@@ -83,13 +108,15 @@ def settings_for(url: str, data_dir: Path, **overrides: Any) -> Settings:
 @asynccontextmanager
 async def harness(
     data_dir: Path, *, sandbox: SandboxConfig | None = None, wall: WallClock | None = None,
-    client_kwargs: dict[str, Any] | None = None, **overrides: Any,
+    client_kwargs: dict[str, Any] | None = None, sandbox_url: str | None = None, **overrides: Any,
 ) -> AsyncIterator[Harness]:
+    """A server against an in-process sandbox, or against the sandbox at `sandbox_url`."""
     wall = wall or WallClock()
-    async with running_sandbox(sandbox or SandboxConfig(speed=100)) as sb:
-        server = create_server(settings_for(sb.url, data_dir, **overrides), wall=wall)
-        async with (
-            httpx.AsyncClient(base_url=sb.url, headers={"Authorization": "Bearer sk_sandbox"}) as http,
-            Client(server, **(client_kwargs or {})) as client,
-        ):
-            yield Harness(client, sb.url, http, wall)
+    async with AsyncExitStack() as stack:
+        if sandbox_url is None:
+            sandbox_url = (await stack.enter_async_context(running_sandbox(sandbox or SandboxConfig(speed=100)))).url
+        server = create_server(settings_for(sandbox_url, data_dir, **overrides), wall=wall)
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=sandbox_url, headers={"Authorization": "Bearer sk_sandbox"}))
+        client = await stack.enter_async_context(Client(server, **(client_kwargs or {})))
+        yield Harness(client, sandbox_url, http, wall)

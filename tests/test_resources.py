@@ -248,19 +248,21 @@ async def test_a_never_connected_call_yields_exactly_one_call_failed(tmp_path, p
 
 
 async def test_a_failed_create_is_recorded_as_a_call_failed_event(tmp_path):
-    async with harness(tmp_path, webhook_listen="127.0.0.1:0") as h:
-        await h.fault(kind="500", count=20, path_prefix="/api/v1/calls/initiate")
-        r = await h.call("create_phone_call", from_number=TWILIO, to_number=CALLEE)
-        assert r.is_error
+    async with harness(tmp_path) as h:
+        # the platform rejects the create outright (400): no call exists, so the call_failed is the attempt's
+        r = await h.call("create_phone_call", from_number=TWILIO, to_number=CALLEE,
+                         metadata={"sandbox_outcome": "no_such_outcome"})
+        assert r.is_error and await h.sandbox_calls() == []
         recent = json.loads((await h.client.read_resource("uponai://events/recent")).contents[0].text)["events"]
-        failed = [e for e in recent if e["event"] == "call_failed"]
-        if not failed:  # an ambiguous 5xx is reconciled, not recorded as failed; nothing was dialled
-            assert await h.sandbox_calls() == []
-            return
-        call_id = failed[0]["call_id"]
-        assert call_id.startswith("attempt:")
+        assert [e["event"] for e in recent] == ["call_failed"]
+        call_id = recent[0]["call_id"]
+        assert call_id.startswith("attempt:att_") and recent[0]["call_status"] == "error"
         call = json.loads((await h.client.read_resource(f"uponai://calls/{call_id}")).contents[0].text)
-        assert call["call_status"] == "error" and call["create_error"]["message"]
+        assert call["call_status"] == "error" and "sandbox_outcome" in call["create_error"]["message"]
+        log = json.loads((await h.client.read_resource(f"uponai://calls/{call_id}/events")).contents[0].text)
+        assert [(e["event"], e["derived"]) for e in log["events"]] == [("call_failed", True)]
+        waited = await h.ok("wait_for_call", call_id=call_id, until="ended", timeout_s=5)
+        assert waited["reached"] and waited["waited_s"] < 1
 
 
 async def test_webhook_on_the_mcp_app_custom_route(tmp_path):

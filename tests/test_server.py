@@ -8,7 +8,7 @@ import anyio
 import pytest
 from mcp.types import ElicitResult
 
-from tests.server_harness import CUSTOM, TELNYX, TWILIO, WallClock, harness
+from tests.server_harness import CUSTOM, TELNYX, TWILIO, WallClock, harness, sandbox_process
 from uponai_mcp.sandbox import SandboxConfig
 
 pytestmark = pytest.mark.anyio
@@ -316,9 +316,11 @@ async def test_set_and_get_cps_follow_the_provider_table(tmp_path):
 
 
 async def test_pacing_keeps_the_platform_from_rejecting(tmp_path):
-    """Real time: our pacer at the sandbox's own CPS limit: every call placed, none rejected."""
-    sandbox = SandboxConfig(speed=100, cps={"twilio": 1, "telnyx": 4, "custom": 1})
-    async with harness(tmp_path, sandbox=sandbox, max_attempts_per_destination_24h=50) as h:
+    """Real time: our pacer at the CPS the sandbox (its own process, like the platform) enforces."""
+    async with (
+        sandbox_process("--speed", "100", "--cps", "telnyx=4") as url,
+        harness(tmp_path, sandbox_url=url, max_attempts_per_destination_24h=50) as h,
+    ):
         await h.ok("set_cps", provider="telnyx", cps=4)
         results = []
 

@@ -32,7 +32,7 @@ def default_data_dir() -> Path:
 class Settings(BaseModel):
     """Everything configurable. Build with `Settings.from_env()`; tests construct it directly."""
 
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)  # secrets stay out of repr() and logs
     base_url: str = DEFAULT_BASE_URL
     dialect: Dialect = "uponai"
     workspace_id: int | None = None
@@ -51,9 +51,9 @@ class Settings(BaseModel):
     max_calls_per_hour: int = 60
     max_calls_per_day: int = 500
     pacing_horizon_s: float = 30.0
-    webhook_key: str | None = None  # None: the API key signs webhooks
+    webhook_key: str | None = Field(default=None, repr=False)  # None: the API key signs webhooks
     webhook_listen: str | None = None  # host:port for the webhook receiver under stdio
-    mcp_tokens: tuple[str, ...] = ()
+    mcp_tokens: tuple[str, ...] = Field(default=(), repr=False)
     # streamable HTTP: Host names (and extra browser origins) accepted besides loopback; see http_app.
     mcp_allowed_hosts: tuple[str, ...] = ()
     mcp_allowed_origins: tuple[str, ...] = ()

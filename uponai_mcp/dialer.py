@@ -237,12 +237,21 @@ class Dialer:
         async def take_slot() -> None:
             # Awaited by the client right before the create request leaves (after any lookups), so the
             # pacer times the request itself. A batch may hand in the slot it already waited for.
+            # The ledger row is committed while the slot is pending, so nothing sits between the slot
+            # opening and the request leaving (a commit there would jitter the spacing the platform sees).
             nonlocal first_slot, waited_s
             slot, first_slot = first_slot, None
             if slot is None:
-                slot = await self.pacer.acquire(scope, horizon_s=self.settings.pacing_horizon_s)
+                slot = await self.pacer.reserve(scope, horizon_s=self.settings.pacing_horizon_s)
+                try:
+                    await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
+                except BaseException:
+                    self.pacer.release(slot)
+                    raise
+                slot = await self.pacer.wait(slot)
+            else:
+                await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
             waited_s += slot.waited_s
-            await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
 
         waited_s = 0.0
 

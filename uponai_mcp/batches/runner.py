@@ -8,17 +8,19 @@ One driver coroutine per active batch, with up to WORKERS_PER_BATCH tasks in fli
   ledger an attempt row, committed (source="batch:<id>", so budgets and reconciliation see batch calls like
          any other). Attempt ids are deterministic per task and try, `att_<batch>_<idx>_<n>`, so after a crash
          the ledger alone tells what happened to a task.
-  pace   a slot of the from-number's CPS scope, reserved only when it starts within half an emission interval
-         (see below), then waited for.
+  gate   one task per CPS scope at a time waits until the scope's next pacer slot starts within half an
+         emission interval (it peeks; it books nothing).
   claim  pending -> dialing in the batch table; this is where `cancel_batch` (pending -> cancelled, atomic)
          wins or loses: a claimed task is in flight and finishes, an unclaimed one is never dialled.
-  dial   `Dialer.dial_attempt` (mark dialing -> create-call -> record placed; 429 -> penalize the scope + retry).
+  dial   `Dialer.dial_attempt`: the same pipeline as a single call (the client's lookups, then a pacer slot
+         booked and waited for right before the request leaves, mark dialing, create-call, record placed;
+         429 -> penalize the scope + retry).
 
 Fairness with single calls: the pacer books slots first come, first served, so a batch that booked its whole
-backlog would make a single call wait for all of it. The runner instead reserves a slot only if it starts within
-half an emission interval T. Each reservation moves the scope's schedule on by T, so the batch never holds more
-than one future slot: a single call placed mid-batch is booked at most T/2 + T after it asks, and the batch
-takes every slot nobody else wants (throughput stays at the CPS).
+backlog would make a single call wait for all of it. The runner instead lets a task near the dialer only when the
+scope's next slot is due within T/2, one task at a time per scope, so the batch holds at most a slot or two of
+the future schedule: a single call placed mid-batch is booked within a couple of intervals of asking, and the
+batch takes every slot nobody else wants (throughput stays at the CPS).
 
 Crash safety: a task is `pending` until claimed, and its attempt row exists before its request can leave. On start
 (`recover`), a claimed task (dialing / unknown) is settled from the ledger: its latest attempt placed -> placed;
@@ -46,7 +48,6 @@ import anyio
 from uponai_mcp import guardrails, params
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import CallRequest
-from uponai_mcp.pacing import RateLimitedLater, Slot
 from uponai_mcp.store import Attempt, BatchTask, IdempotencyConflict, InvalidTransition, NotFound, StoreError
 
 from .window import CallTimeWindow
@@ -110,6 +111,7 @@ class BatchRunner:
         self._tg: anyio.abc.TaskGroup | None = None
         self._driving: set[str] = set()
         self._admission = anyio.Lock()  # check budgets + write the attempt, one task at a time
+        self._gates: dict[str, anyio.Lock] = {}  # per CPS scope: one batch task at a time nears its slot
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -228,21 +230,22 @@ class BatchRunner:
                                                  pf.from_number.kind.value)
         scope = pf.from_number.kind.value
         try:
-            slot = await self._slot(scope, live, cancellable=item.state == "pending")
+            async with self._gate(scope):
+                await self._near_slot(scope, live, cancellable=item.state == "pending")
+                if item.state == "pending":
+                    try:
+                        await self.store.mark_task(batch_id, item.idx, "dialing", attempt_id=attempt_id,
+                                                   now_ms=self._now_ms())
+                    except InvalidTransition:  # cancel_batch got there first
+                        raise _Cancelled from None
+                    item.state = "dialing"
         except _Cancelled:
             await self._drop_attempt(attempt_id, "the batch was cancelled before this task was dialled")
             return None
-        if item.state == "pending":
-            try:
-                await self.store.mark_task(batch_id, item.idx, "dialing", attempt_id=attempt_id,
-                                           now_ms=self._now_ms())
-            except InvalidTransition:  # cancel_batch got there first
-                await self._drop_attempt(attempt_id, "the batch was cancelled before this task was dialled")
-                return None
-            item.state = "dialing"
-            self.svc.touch(batch_id)
+        self.svc.touch(batch_id)
         try:
-            placement = await self.dialer.dial_attempt(request, attempt_id, scope, slot=slot)
+            # The dialer takes the pacer slot right before the request leaves (after the client's lookups).
+            placement = await self.dialer.dial_attempt(request, attempt_id, scope)
         except Refused as refusal:
             if refusal.code == "outcome_unknown":
                 if item.state == "dialing":
@@ -298,22 +301,25 @@ class BatchRunner:
         await self.store.mark_attempt(attempt_id, "failed", error_code="cancelled", error_message=why,
                                       now_ms=self._now_ms())
 
-    async def _slot(self, scope: str, live: Live, *, cancellable: bool) -> Slot:
-        """A dispatched pacer slot, reserved only when it starts within HORIZON_FRACTION intervals."""
+    def _gate(self, scope: str) -> anyio.Lock:
+        gate = self._gates.get(scope)
+        if gate is None:
+            gate = self._gates[scope] = anyio.Lock()
+        return gate
+
+    async def _near_slot(self, scope: str, live: Live, *, cancellable: bool) -> None:
+        """Wait (holding the scope's gate) until the scope's next pacer slot starts within HORIZON_FRACTION
+        emission intervals, without booking it: the dialer books it right before the request leaves. So the
+        batch never holds a queue of future slots that a single call would have to wait behind."""
         pacer = self.dialer.pacer
         while True:
             if cancellable and live.cancelled:
                 raise _Cancelled
-            horizon = pacer.get_state(scope).spacing_s * HORIZON_FRACTION
-            try:
-                slot = await pacer.reserve(scope, horizon_s=horizon)
-            except RateLimitedLater as exc:
-                await pacer.clock.sleep(min(max(exc.retry_after_s - horizon, 0.001), WALL_POLL_S))
-                continue
-            try:
-                return await pacer.wait(slot)
-            except RateLimitedLater:  # a platform 429 pushed the scope back beyond the horizon
-                continue
+            state = pacer.get_state(scope)
+            ahead = state.next_slot_in_s - state.spacing_s * HORIZON_FRACTION
+            if ahead <= 0:
+                return
+            await pacer.clock.sleep(min(ahead + 0.001, WALL_POLL_S))
 
     async def _mark(self, batch_id: str, idx: int, state: str, **fields: object) -> None:
         try:
