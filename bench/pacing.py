@@ -20,9 +20,8 @@ import httpx
 from mcp import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.server_harness import settings_for  # noqa: E402
+from tests.server_harness import sandbox_process, settings_for  # noqa: E402
 from uponai_mcp import pacing  # noqa: E402
-from uponai_mcp.sandbox import SandboxConfig, running_sandbox  # noqa: E402
 from uponai_mcp.server import create_server  # noqa: E402
 
 RUNS = [("twilio", "+14155550100", 5, 200), ("telnyx", "+14155550101", 16, 320)]
@@ -52,12 +51,15 @@ async def sandbox_figures(http: httpx.AsyncClient, scope: str, cps: int, sent: i
     }
 
 
+def platform(scope: str, cps: int):
+    """The sandbox in its own process, enforcing `cps` for `scope`, like the real platform."""
+    return sandbox_process("--speed", "200", "--concurrency", "100000", "--cps", f"{scope}={cps}")
+
+
 async def run_ours(scope: str, from_number: str, cps: int, n: int) -> dict:
-    config = SandboxConfig(speed=200, cps={"twilio": 1, "telnyx": 1, "custom": 1, scope: cps},
-                           concurrency_limit=100_000)
-    async with running_sandbox(config) as sb, httpx.AsyncClient(base_url=sb.url, headers=AUTH) as http:
+    async with platform(scope, cps) as url, httpx.AsyncClient(base_url=url, headers=AUTH) as http:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = settings_for(sb.url, Path(tmp), pacing_horizon_s=600, max_calls_per_hour=100_000,
+            settings = settings_for(url, Path(tmp), pacing_horizon_s=600, max_calls_per_hour=100_000,
                                     max_calls_per_day=100_000, max_attempts_per_destination_24h=100)
             async with Client(create_server(settings)) as client:
                 await client.call_tool("set_cps", {"provider": scope, "cps": cps})
@@ -75,10 +77,8 @@ async def run_ours(scope: str, from_number: str, cps: int, n: int) -> dict:
 
 
 async def run_baseline(scope: str, from_number: str, cps: int, n: int) -> dict:
-    config = SandboxConfig(speed=200, cps={"twilio": 1, "telnyx": 1, "custom": 1, scope: cps},
-                           concurrency_limit=100_000)
-    async with running_sandbox(config) as sb, httpx.AsyncClient(
-        base_url=sb.url, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=64)
+    async with platform(scope, cps) as url, httpx.AsyncClient(
+        base_url=url, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=64)
     ) as http:
         async def one(to: str) -> None:
             delay = 1.0
@@ -113,7 +113,7 @@ async def main() -> None:
         print(f"{name:<9} {scope:<7} {cps:>3} {n:>5} {f['rejected']:>8} {f['lost']:>5} {f['max_in_1s']:>6} "
               f"{f['throughput']:>8.3f} {wall:>7.1f}")
     by = {(r[0], r[1]): r[4] for r in rows}
-    for scope, _, cps, _ in RUNS:
+    for scope, _, _, _ in RUNS:
         ours, base = by[("ours", scope)], by[("baseline", scope)]
         print(f"{scope}: ours/baseline throughput ratio {ours['throughput'] / max(base['throughput'], 1e-9):.2f}; "
               f"rejected {ours['rejected']} vs {base['rejected']}; lost {ours['lost']} vs {base['lost']}")

@@ -266,3 +266,49 @@ async def test_poller_backs_off_to_the_safety_net_while_webhooks_flow(tmp_path):
         assert ingest.webhooks_flowing() and poller._base_delay() == 30.0  # a duplicate still proves delivery
     finally:
         await store.close()
+
+
+def test_synthesized_events_follow_the_platform_lifecycle():
+    from uponai_mcp.events.poller import payload_for, synthesize
+
+    ongoing = {"call_id": "c", "call_status": "ongoing", "start_timestamp": 1}
+    ended = {**ongoing, "call_status": "ended", "end_timestamp": 2, "transcript": "hi", "disconnection_reason": "x"}
+    analyzed = {**ended, "call_analysis": {"call_summary": "s"}}
+    busy = {"call_id": "c", "call_status": "not_connected", "disconnection_reason": "dial_busy"}
+    assert synthesize(set(), {"call_id": "c", "call_status": "registered"}) == []
+    assert synthesize(set(), ongoing) == ["call_started"]
+    assert synthesize({"call_started"}, ongoing) == []
+    assert synthesize(set(), analyzed) == ["call_started", "call_ended", "call_analyzed"]
+    assert synthesize({"call_started", "call_ended"}, analyzed) == ["call_analyzed"]
+    assert synthesize(set(), busy) == ["call_ended"]  # never connected: no call_started, as the platform
+    started = payload_for("call_started", analyzed)
+    assert started["call_status"] == "ongoing" and "transcript" not in started and "call_analysis" not in started
+    assert "call_analysis" not in payload_for("call_ended", analyzed) and payload_for("call_ended", analyzed)["transcript"]
+
+
+async def test_poller_backs_off_per_call_while_nothing_changes(tmp_path):
+    """1 s after a call is first seen, then doubling to 30 s while the platform shows no change (jitter off)."""
+    clock = [1000.0]
+    store = await Store.open(tmp_path / "backoff.db")
+    try:
+        async with (
+            running_sandbox(SandboxConfig(speed=0.01)) as sb,  # the call rings for minutes of real time
+            UponAIClient.from_settings(settings_for(sb.url, tmp_path)) as api,
+        ):
+            call = await api.create_call(CallRequest(from_number=TWILIO, to_number=CALLEE), attempt_id="att_b")
+            await store.create_attempt("att_b", idempotency_key=None, params_hash="h", request_json="{}",
+                                       from_number=TWILIO, to_number=CALLEE, scope="twilio")
+            await store.mark_attempt("att_b", "dialing")
+            await store.mark_attempt("att_b", "placed", call_id=call.call_id)
+            poller = Poller(api, Ingest(store, Feed()), jitter=0.0, monotonic=lambda: clock[0])
+            assert await poller.sweep() == 0  # first seen: due in 1 s
+            delays = []
+            for _ in range(8):
+                clock[0] = poller._tracks[call.call_id].due
+                assert await poller.sweep() == 1
+                delays.append(poller._tracks[call.call_id].delay)
+            assert delays[0] == 1.0  # the first poll stored the call (a change): stay at 1 s
+            assert delays[1:] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+            assert poller.polls == 8
+    finally:
+        await store.close()

@@ -96,7 +96,11 @@ class Poller:
             elif track.due <= now:
                 due.append(call_id)
         for call_id in due:
-            changed = await self.poll(call_id)
+            try:
+                changed = await self.poll(call_id)
+            except StoreUnavailable as exc:  # back off like any failure; the next poll tries again
+                log.warning("poller cannot store what it read for %s: %s", call_id, exc)
+                changed = False
             track = self._tracks.get(call_id)
             if track is not None:
                 track.delay = base if changed else min(max(track.delay * 2, base), self.max_delay_s)
@@ -110,6 +114,9 @@ class Poller:
             call = await self.api.get_call(call_id)
         except api_errors.ApiError as exc:
             log.info("poller: get_call %s failed: %s", call_id, exc)
+            return False
+        except Exception:  # a reply we cannot read: back off like any failure, never spin
+            log.exception("poller: get_call %s returned something unreadable", call_id)
             return False
         data = call.model_dump(mode="json", exclude_none=True)
         stored = {e.event for e in await self.ingest.store.call_events(call_id)}

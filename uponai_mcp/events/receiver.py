@@ -219,7 +219,8 @@ async def serving(asgi_app: Any, listen: str = "127.0.0.1:0", *, lifespan: bool 
     config = uvicorn.Config(asgi_app, lifespan="on" if lifespan else "off", log_config=None, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2, backlog=2048)
     server = _Server(config)
-    shown = f"[{host}]" if ":" in host else host
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # a URL this machine can use
+    shown = f"[{local}]" if ":" in local else local
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
