@@ -70,7 +70,7 @@ class StdioPeer:
         await self.proc.stdin.send((json.dumps(message) + "\n").encode())
 
     async def request(self, method: str, params: Mapping[str, Any] | None = None, *,
-                      timeout: float = 60) -> dict[str, Any]:
+                      within: float = 60) -> dict[str, Any]:
         """Send a request; return its response (`result` or `error`)."""
         self._next_id += 1
         rid = self._next_id
@@ -78,7 +78,7 @@ class StdioPeer:
         if params is not None:
             message["params"] = dict(params)
         await self.send(message)
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 for m in self.messages:
                     if m.get("id") == rid and "method" not in m:
@@ -95,8 +95,9 @@ class StdioPeer:
         await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return response["result"]
 
-    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return await self.request("tools/call", {"name": name, "arguments": dict(arguments or {})})
+    async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None, *,
+                        within: float = 60) -> dict[str, Any]:
+        return await self.request("tools/call", {"name": name, "arguments": dict(arguments or {})}, within=within)
 
 
 @asynccontextmanager

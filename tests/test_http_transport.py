@@ -191,10 +191,12 @@ async def test_webhooks_reach_the_receiver_without_the_mcp_token(tmp_path):
                 assert not placed.is_error, placed.content[0].text
                 call_id = placed.structured_content["call_id"]
                 with anyio.fail_after(20):
-                    while not any(e["call_id"] == call_id and e["event"] == "call_ended"
-                                  for e in (await sb.get("/_sandbox/stats")).json()["webhook_log"]):
+                    while True:
+                        log = [e for e in (await sb.get("/_sandbox/stats")).json()["webhook_log"]
+                               if e["call_id"] == call_id]
+                        if any(e["event"] == "call_ended" for e in log):
+                            break
                         await anyio.sleep(0.05)
-                log = [e for e in (await sb.get("/_sandbox/stats")).json()["webhook_log"] if e["call_id"] == call_id]
         assert log and all(e["outcome"] == "delivered" and e["status"] == 204 for e in log), log
 
 

@@ -151,10 +151,11 @@ async def test_wheel_and_sdist_install_and_serve_over_stdio(tmp_path):
                "UPONAI_DATA_DIR": str(tmp_path / f"data-{venv.name}")}
         async with stdio_peer([str(bindir / "uponai-mcp"), "serve"], env=env, cwd=tmp_path, exit_timeout=60) as peer:
             info = await peer.initialize()
-            tools = await peer.request("tools/list", timeout=120)
-            verdict = await peer.call_tool("preflight_call", {"from_number": "+14155550100",
-                                                              "to_number": "+14155552671"})
+            tools = await peer.request("tools/list", within=120)
+            # a real round trip to the embedded sandbox (not a destination check: in a fresh venv the first one
+            # compiles phonenumbers' ~19 MB of geodata, ~7 s, which the in-tree tests cover)
+            numbers = await peer.call_tool("list_phone_numbers", within=120)
+            assert numbers["result"]["structuredContent"]["numbers"], numbers
         assert info["serverInfo"]["version"] == version
         assert {"create_phone_call", "get_call"} <= {t["name"] for t in tools["result"]["tools"]}
-        assert verdict["result"]["structuredContent"]["allowed"] is True, verdict
         assert peer.bad_lines == [] and peer.proc.returncode == 0

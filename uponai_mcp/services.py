@@ -150,16 +150,21 @@ async def build_services(
 
 
 _warm_up_started = False
+WARM_UP_DELAY_S = 1.0
 
 
 def warm_up_in_background() -> None:
     """Load phonenumbers' geodata (~19 MB of modules; seconds without a bytecode cache) in a daemon thread,
-    once per process, so the server answers initialize and tools/list without waiting for it (bench/startup.py);
-    the first destination check that needs it waits on the import instead."""
+    once per process, so the server answers initialize and tools/list without waiting for it (bench/startup.py).
+    It starts WARM_UP_DELAY_S after the services are up: a thread that imports holds the GIL half the time, and
+    the host's handshake (initialize, tools/list) comes first. A destination check before that imports the
+    data itself (or waits for the thread's import)."""
     global _warm_up_started
     if not _warm_up_started:
         _warm_up_started = True
-        threading.Thread(target=guardrails.warm_up, name="uponai-mcp-warm-up", daemon=True).start()
+        timer = threading.Timer(WARM_UP_DELAY_S, guardrails.warm_up)
+        timer.name, timer.daemon = "uponai-mcp-warm-up", True
+        timer.start()
 
 
 async def start_call_events(stack: AsyncExitStack, services: Services) -> None:

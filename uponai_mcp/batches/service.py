@@ -330,6 +330,8 @@ class BatchService:
             changed = self.live(batch_id).changed_event()
             view = await self.view(batch_id, with_tasks=until == "ended", limit=0)
             done, finished = _progress(view, until)
+            # Every task settled, but the runner marks the batch completed a moment later: wait for that too.
+            finished = finished and view.status in ("completed", "cancelled")
             if done > last and report is not None:
                 await report(done, view.total, f"{view.dialled} of {view.total} dialled, "
                              f"{view.counts.get('refused', 0)} refused, {view.counts.get('failed', 0)} failed"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.dialer import Placement
 from uponai_mcp.errors import Refused
+from uponai_mcp.events.ingest import read_call
 from uponai_mcp.models import AgentOverride, Call, CallFilter, CallRequest
 from uponai_mcp.tools._common import DIAL, READ, invalid_argument, refusals, services
 from uponai_mcp.views import CallDetails, CallSummary, call_uri
@@ -221,13 +222,9 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
 
 async def fetch_call(svc, call_id: str) -> Call:
     """The platform's view merged with what webhooks brought (the native get-call lacks transcripts)."""
-    try:
-        call = await svc.api.get_call(call_id)
-        await svc.store.upsert_call_from_api(call.model_dump(mode="json", exclude_none=True))
-    except api_errors.NotFound:
-        if await svc.store.get_call_snapshot(call_id) is None:
-            raise Refused("not_found", f"There is no call {call_id}; list_calls shows recent calls.") from None
-    snapshot = await svc.store.get_call_snapshot(call_id)
+    snapshot = await read_call(svc, call_id)
+    if snapshot is None:
+        raise Refused("not_found", f"There is no call {call_id}; list_calls shows recent calls.")
     return Call.model_validate(snapshot)
 
 
