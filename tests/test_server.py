@@ -9,7 +9,6 @@ import pytest
 from mcp.types import ElicitResult
 
 from tests.server_harness import CUSTOM, TELNYX, TWILIO, WallClock, harness, sandbox_process
-from uponai_mcp.sandbox import SandboxConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -58,9 +57,10 @@ async def test_place_call_and_follow_it_to_the_end(tmp_path, dialect):
                             retell_llm_dynamic_variables={"customer_name": "Ada"}, metadata={"ticket": "42"})
         assert placed["call_id"] and placed["resource_uri"] == f"uponai://calls/{placed['call_id']}"
         assert placed["attempt_id"].startswith("att_") and "US" in placed["destination"]
-        with anyio.fail_after(20):
-            while (call := await h.ok("get_call", call_id=placed["call_id"]))["call_status"] != "ended":
-                await anyio.sleep(0.05)
+        waited = await h.ok("wait_for_call", call_id=placed["call_id"], until="ended", timeout_s=20)
+        assert waited["reached"] is True
+        call = await h.ok("get_call", call_id=placed["call_id"])
+        assert call["call_status"] == "ended"
         assert call["from_number"] == TWILIO and call["to_number"] == CALLEE and call["duration_ms"] > 0
         if dialect == "retell":  # the native get-call carries no transcript; events bring it (issue 4)
             assert "Ada" in call["untrusted"]["transcript"] and call["recording_url"]
