@@ -315,6 +315,19 @@ async def test_set_and_get_cps_follow_the_provider_table(tmp_path):
         assert scopes["telnyx"]["configured_cps"] == 16 and scopes["twilio"]["pending_effective_in_s"] > 590
 
 
+async def place_at_once(h, from_number: str, n: int) -> list:
+    """n create_phone_call requests at the same moment, to distinct answered numbers."""
+    results = []
+
+    async def one(i: int) -> None:
+        results.append(await h.call("create_phone_call", from_number=from_number, to_number=f"+1415555{2600 + i}"))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return results
+
+
 async def test_pacing_keeps_the_platform_from_rejecting(tmp_path):
     """Real time: our pacer at the CPS the sandbox (its own process, like the platform) enforces."""
     async with (
@@ -322,14 +335,7 @@ async def test_pacing_keeps_the_platform_from_rejecting(tmp_path):
         harness(tmp_path, sandbox_url=url, max_attempts_per_destination_24h=50) as h,
     ):
         await h.ok("set_cps", provider="telnyx", cps=4)
-        results = []
-
-        async def one(i: int) -> None:
-            results.append(await h.call("create_phone_call", from_number=TELNYX, to_number=f"+1415555{2600 + i}"))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(10):
-                tg.start_soon(one, i)
+        results = await place_at_once(h, TELNYX, 10)
         assert all(not r.is_error for r in results), [r.content[0].text for r in results if r.is_error]
         stats = (await h.http.get("/_sandbox/stats")).json()
         assert stats["rate_limited_by_scope"].get("telnyx", 0) == 0 and len(await h.sandbox_calls()) == 10
@@ -338,14 +344,7 @@ async def test_pacing_keeps_the_platform_from_rejecting(tmp_path):
 
 async def test_rate_limited_beyond_the_horizon(tmp_path):
     async with harness(tmp_path, pacing_horizon_s=0.5, max_attempts_per_destination_24h=50) as h:
-        results = []
-
-        async def one(i: int) -> None:
-            results.append(await h.call("create_phone_call", from_number=TWILIO, to_number=f"+1415555{2600 + i}"))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(3):
-                tg.start_soon(one, i)
+        results = await place_at_once(h, TWILIO, 3)
         refused = [r for r in results if r.is_error]
         assert refused and all("rate_limited: " in r.content[0].text for r in refused)
         assert len(await h.sandbox_calls()) == len(results) - len(refused)
