@@ -22,8 +22,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server_harness import TELNYX, harness  # noqa: E402
-from uponai_mcp.sandbox import SandboxConfig  # noqa: E402
+from tests.server_harness import TELNYX, harness, sandbox_process  # noqa: E402
 
 BUDGETS = dict(max_attempts_per_destination_24h=1_000, max_calls_per_hour=1_000_000, max_calls_per_day=1_000_000)
 
@@ -39,8 +38,11 @@ def rss_mb() -> float:
 
 async def run(kind: str, n: int, cps: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        sandbox = SandboxConfig(speed=1000, cps={"twilio": 1, "telnyx": cps, "custom": 1}, concurrency_limit=100_000)
-        async with harness(Path(tmp), sandbox=sandbox, **BUDGETS) as h:
+        # The sandbox runs in its own process, as the platform does: our event loop cannot delay its clock.
+        async with (
+            sandbox_process("--speed", "1000", "--concurrency", "100000", "--cps", f"telnyx={cps}") as url,
+            harness(Path(tmp), sandbox_url=url, **BUDGETS) as h,
+        ):
             await h.ok("set_cps", provider="telnyx", cps=cps)
             rss_before = rss_mb()
             t0 = time.time()
