@@ -6,6 +6,9 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from uponai_mcp.guardrails import (
     Destination,
     check_destination,
@@ -63,3 +66,11 @@ def test_importing_guardrails_does_not_load_the_geocoder() -> None:
     # phonenumbers.geocoder loads ~19 MB of data modules; server start and tools/list must not pay for it.
     code = "import sys, uponai_mcp.guardrails; assert 'phonenumbers.geocoder' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_fast_path_matches_the_per_character_rules(s):
+    from uponai_mcp.guardrails.text import _keep_char
+
+    expected = "".join(c for c in s.replace("\r\n", "\n").replace("\r", "\n") if _keep_char(c))
+    assert sanitize_text(s) == expected

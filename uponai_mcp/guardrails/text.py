@@ -8,6 +8,7 @@ characters show up instead of hiding.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -36,11 +37,15 @@ def _keep_char(c: str) -> bool:
     return unicodedata.category(c) not in _DROP_CATEGORIES
 
 
+# ASCII text can only carry C0 controls and DEL: one regex pass instead of a per-character category lookup.
+_ASCII_DROP = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def sanitize_text(s: str, *, max_chars: int | None = None) -> str:
     """Remove control (except \\n, \\t), zero-width, bidi and other format characters; optionally truncate."""
     for old, new in _NEWLINES.items():
         s = s.replace(old, new)
-    out = "".join(c for c in s if _keep_char(c))
+    out = _ASCII_DROP.sub("", s) if s.isascii() else "".join(c for c in s if _keep_char(c))
     if max_chars is not None and len(out) > max_chars:
         out = out[:max_chars] + "…[truncated]"
     return out
