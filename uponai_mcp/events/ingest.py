@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from uponai_mcp.events.feed import Feed
+from uponai_mcp.events.state import merge_snapshot
 from uponai_mcp.store import IngestResult, Store
 from uponai_mcp.store.calls import EventInput
 
@@ -70,5 +71,8 @@ async def read_call(svc: Any, call_id: str) -> dict[str, Any] | None:
         if record is None:
             raise
         return record.call
-    await svc.ingest.api_call(call.model_dump(mode="json", exclude_none=True))
+    data = call.model_dump(mode="json", exclude_none=True)
+    if record is not None and merge_snapshot(record.call, None, data) == record.call:
+        return record.call  # the platform says nothing new: no write, no announcement
+    await svc.ingest.api_call(data)
     return await svc.store.get_call_snapshot(call_id)
