@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from uponai_mcp.models import WebhookEvent
 from uponai_mcp.sandbox import SandboxConfig
-from uponai_mcp.sandbox.server import bind, serving
+from uponai_mcp.sandbox.server import serving
 from uponai_mcp.signature import HEADER, verify
+from uponai_mcp.tcp import bind_tcp
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +115,7 @@ async def test_retries_after_errors(sandbox_client, receiver):
 
 
 async def test_gives_up_after_three_retries_and_keeps_serving(sandbox_client):
-    with bind("127.0.0.1", 0) as closed:  # a port nobody answers on once closed
+    with bind_tcp("127.0.0.1", 0) as closed:  # a port nobody answers on once closed
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
     await sandbox_client.post("/_sandbox/config", json={"webhook_url": dead})
     call_id = await create(sandbox_client, "busy")

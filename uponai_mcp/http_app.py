@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uponai_mcp import __version__
 from uponai_mcp.config import Settings
+from uponai_mcp.tcp import bind_tcp
 
 log = logging.getLogger(__name__)
 
@@ -259,30 +260,13 @@ def build_app(settings: Settings, options: HttpOptions, *,
     return Gate(inner, security, exempt=(WEBHOOK_PATH,), info=lambda: mode)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if host == "localhost":
-        host = "127.0.0.1"
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and host == "::":
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def serve(settings: Settings, options: HttpOptions) -> int:
     """Run the HTTP transport until SIGINT/SIGTERM. Returns the process exit code."""
     import uvicorn
 
     try:
         app = build_app(settings, options)
-        sock = _bind(options.host.strip("[]"), options.port)
+        sock = bind_tcp(options.host.strip("[]"), options.port)
     except StartupRefused as exc:
         print(f"uponai-mcp: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -40,6 +39,7 @@ from uponai_mcp import signature
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.models import CallEventType, WebhookEvent
 from uponai_mcp.store import StoreUnavailable
+from uponai_mcp.tcp import bind_tcp
 
 log = logging.getLogger(__name__)
 
@@ -194,27 +194,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(info[0], info[1], info[2])
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(info[4])
-        sock.listen(2048)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 @asynccontextmanager
 async def serving(asgi_app: Any, listen: str = "127.0.0.1:0", *, lifespan: bool = False) -> AsyncIterator[str]:
     """Serve `asgi_app` with uvicorn on `listen` (port 0: any free port) for the block; yields the base
     URL. Raises OSError at once when the address cannot be bound. `lifespan=True` runs the app's ASGI
     lifespan (needed for `mcp.streamable_http_app()`)."""
     host, port = parse_listen(listen)
-    sock = _bind(host, port)
+    sock = bind_tcp(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(asgi_app, lifespan="on" if lifespan else "off", log_config=None, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2, backlog=2048)

@@ -8,9 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
+from uponai_mcp.tcp import bind_tcp
+
 from .app import create_app
 from .config import SCOPES, SandboxConfig
-from .server import bind, make_server, url_of
+from .server import make_server, url_of
 
 log = logging.getLogger("uponai_mcp.sandbox")
 
@@ -57,7 +59,7 @@ def main(argv: list[str]) -> int:
                                call_failed_events=not args.no_call_failed, fixture=args.fixture,
                                cps=args.cps, concurrency_limit=args.concurrency)
         app = create_app(config)
-        sock = bind(args.host, args.port)
+        sock = bind_tcp(args.host, args.port, backlog=1024)
     except (ValueError, OSError) as exc:
         print(f"uponai-mcp sandbox: {exc}", file=sys.stderr)
         return 2

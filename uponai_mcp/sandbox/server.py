@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.types import ASGIApp
 
+from uponai_mcp.tcp import bind_tcp
+
 from .app import create_app
 from .config import SandboxConfig
 from .engine import Engine
@@ -63,21 +65,6 @@ class _Server(uvicorn.Server):
         await self.lifespan.shutdown()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP: asyncio only disables Nagle on accepted sockets whose proto says TCP,
-    # and with Nagle on every keep-alive response stalls ~40 ms on delayed ACKs.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     # Bound to every interface: hand out a loopback URL (recording URLs must be fetchable).
@@ -98,7 +85,7 @@ def make_server(app: ASGIApp, *, handle_signals: bool, on_shutdown: Callable[[],
 async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
                   on_shutdown: Callable[[], None] = lambda: None) -> AsyncIterator[str]:
     """Serve `app` in a task of the running loop; yields its base URL; stops it cleanly on exit."""
-    sock = bind(host, port)
+    sock = bind_tcp(host, port, backlog=1024)
     url = url_of(sock)
     server = make_server(app, handle_signals=False, on_shutdown=on_shutdown)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
