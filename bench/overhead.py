@@ -36,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _table import print_table  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.server import MCPServer  # noqa: E402
 
@@ -173,12 +174,7 @@ async def main(n: int, warmup: int) -> int:
     table = [(name, f"{pct(s, 50):.2f}", f"{pct(s, 99):.2f}", f"{statistics.fmean(s):.2f}",
               "-" if i == 0 else f"{pct(s, 50) - base:+.2f}", f"{pct(s, 50) / base:.2f}")
              for i, (name, s) in enumerate(rows)]
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
-    print(fmt(header))
-    print("  ".join("-" * w for w in widths))
-    for r in table:
-        print(fmt(r))
+    print_table(header, table)
     by = {name: s for name, s in rows}
     ours_over = pct(by["uponai-mcp get_call, in-memory"], 50) - base
     floor_over = pct(by["MCPServer floor, in-memory"], 50) - base

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _table import print_table  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FLOOR = '''
@@ -128,12 +130,7 @@ def main() -> int:
         table.append((name, str(tools.get(name, "")), f"{statistics.median(samples) * 1000:.0f}",
                       f"{min(samples) * 1000:.0f}", f"{max(samples) * 1000:.0f}",
                       f"{statistics.median(samples) / ref:.2f}"))
-    widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
-    print(fmt(header))
-    print("  ".join("-" * w for w in widths))
-    for r in table:
-        print(fmt(r))
+    print_table(header, table)
     worst = max(statistics.median(rows[name]) for name, _ in cases[1:]) / floor_s
     print(f"\ntarget: within 1.5x of the baseline: {'met' if worst <= 1.5 else 'NOT met'} (worst {worst:.2f}x)")
     return 0

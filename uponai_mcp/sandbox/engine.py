@@ -64,6 +64,13 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.deliverer.reset()
 
+    def agent_or_404(self, agent_id: str) -> AgentRec:
+        """The agent, or the platform's 404 naming it (both dialects' routes look agents up this way)."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise ApiError(404, f"Agent {agent_id} not found.")
+        return agent
+
     def reset(self) -> None:
         """Back to the seeded state and the start-up settings; pending timers and deliveries stop."""
         for task in list(self._tasks):

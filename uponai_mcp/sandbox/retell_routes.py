@@ -37,12 +37,6 @@ def routes(engine: Engine, wrap: Wrap) -> list[Route]:
             raise ApiError(404, f"Phone number {number} not found.")
         return rec
 
-    def agent_or_404(agent_id: str) -> Any:
-        agent = engine.agents.get(agent_id)
-        if agent is None:
-            raise ApiError(404, f"Agent {agent_id} not found.")
-        return agent
-
     @wrap
     async def create_phone_call(request: Request) -> Response:
         body = await read_json(request)
@@ -194,7 +188,7 @@ def routes(engine: Engine, wrap: Wrap) -> list[Route]:
 
     @wrap
     async def get_agent(request: Request) -> Response:
-        agent = agent_or_404(request.path_params["agent_id"])
+        agent = engine.agent_or_404(request.path_params["agent_id"])
         tag = request.query_params.get("version") in ("latest", "latest_published")
         version = None if tag else query_int(request, "version", None, 0)
         av = agent.get(version)
@@ -204,7 +198,7 @@ def routes(engine: Engine, wrap: Wrap) -> list[Route]:
 
     @wrap
     async def get_agent_versions(request: Request) -> Response:
-        agent = agent_or_404(request.path_params["agent_id"])
+        agent = engine.agent_or_404(request.path_params["agent_id"])
         return JSONResponse([views.retell_agent(agent, agent.versions[v]) for v in sorted(agent.versions)])
 
     @wrap

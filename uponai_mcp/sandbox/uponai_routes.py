@@ -87,12 +87,6 @@ def routes(engine: Engine, wrap: Wrap) -> list[Route]:
             raise ApiError(404, f"Call {call_id} not found.")
         return rec
 
-    def agent_or_404(agent_id: str) -> Any:
-        agent = engine.agents.get(agent_id)
-        if agent is None:
-            raise ApiError(404, f"Agent {agent_id} not found.")
-        return agent
-
     @wrap
     async def initiate(request: Request) -> Response:
         body = await read_json(request)
@@ -177,7 +171,7 @@ def routes(engine: Engine, wrap: Wrap) -> list[Route]:
     @wrap
     async def get_agent(request: Request) -> Response:
         query_workspace(request, required=True)
-        agent = agent_or_404(request.path_params["agentId"])
+        agent = engine.agent_or_404(request.path_params["agentId"])
         version = query_int(request, "version", None, 1)
         av = agent.get(version)
         if av is None:

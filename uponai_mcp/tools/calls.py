@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, Field, ValidationError
@@ -293,5 +292,3 @@ def _register_dialing(mcp: MCPServer) -> None:
             placement = await svc.dialer.place(request, confirmed=True)
         return _placed_result(placement)
 
-
-__all__ = ["register", "ToolError"]
