@@ -50,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         from uponai_mcp.sandbox import main as sandbox_main
 
         return sandbox_main(argv)
+    if command == "eval":
+        from uponai_mcp.evals.cli import main as eval_main
+
+        return eval_main(argv)
     if command == "demo":
         from uponai_mcp.demo import main as demo_main
 
         return demo_main(argv)
-    print(f"uponai-mcp: unknown command {command!r}; use serve, sandbox or demo", file=sys.stderr)
+    print(f"uponai-mcp: unknown command {command!r}; use serve, sandbox, eval or demo", file=sys.stderr)
     return 2
