@@ -106,7 +106,7 @@ async def _embedded(stack: AsyncExitStack, settings: Any, args: argparse.Namespa
     config = SandboxConfig(speed=args.speed or (settings.sandbox_speed if settings.sandbox_speed != 1 else 50),
                            seed=args.seed if args.seed is not None else settings.sandbox_seed,
                            fixture=Path(args.fixture) if args.fixture else None, cps=cps,
-                           concurrency_limit=max(20, 2 * len(items)))
+                           concurrency_limit=max(20, 2 * len(items), 20 * (args.cps or 1)))
     sb = await stack.enter_async_context(running_sandbox(config))
     data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uponai-eval-")))
     per_dest = max(Counter(i.request.to_number for i in items).values(), default=1)

@@ -17,6 +17,7 @@ from typing import Any
 
 from uponai_mcp.models import ProviderKind, WeightedAgent
 
+from . import behaviour as behaviours
 from . import rules
 from .config import SCOPES, SandboxConfig
 from .conversation import Plan, plan_call, substitute
@@ -42,6 +43,7 @@ class Engine:
         self.startup_config = config
         self.config = dataclasses.replace(config, cps=dict(config.cps))
         self.seed_data = load_fixture(config.fixture) if config.fixture else DEFAULT_SEED
+        self.behaviours = behaviours.parse(self.seed_data)  # per-version behaviour (evaluation stage)
         self.base_url: str | None = None  # set by the server once bound, else from the first request
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Event | None = None
@@ -235,9 +237,13 @@ class Engine:
         dyn = spec.dynamic_variables or {}
         variables = {"user_number": spec.to_number, "agent_number": spec.from_number, "call_id": rec.call_id,
                      "direction": "outbound", **dyn}
-        return plan_call(crng, rec.outcome, begin_message=substitute(begin, variables),
+        behave = self.behaviours.get((rec.data["agent_id"], rec.data["agent_version"]))
+        if behaviours.wants_request_rng(spec, behave):
+            crng = behaviours.request_rng(self.config.seed, rec.data["agent_id"], rec.data["agent_version"], spec)
+        plan = plan_call(crng, rec.outcome, begin_message=substitute(begin, variables),
                          customer=dyn.get("customer_name"), kind=number.kind,
                          max_call_duration_ms=(override.get("agent") or {}).get("max_call_duration_ms"))
+        return behaviours.apply(plan, behave, crng) if behave is not None else plan
 
     async def _sleep(self, nominal_s: float) -> None:
         await asyncio.sleep(nominal_s / self.config.speed)
