@@ -14,6 +14,7 @@ import httpx
 from mcp import Client
 
 from uponai_mcp.config import Settings
+from uponai_mcp.errors import CODES, ERROR_META_KEY
 from uponai_mcp.sandbox import SandboxConfig, running_sandbox
 from uponai_mcp.sandbox.seed import ACCOUNT_SID, WORKSPACE_ID
 from uponai_mcp.server import create_server
@@ -53,7 +54,7 @@ class Harness:
         """The refusal code of a tool call that must fail."""
         result = await self.call(tool, **args)
         assert result.is_error, f"expected a refusal, got {result.structured_content}"
-        return refusal_code(tool, result.content[0].text)
+        return refusal_code(result)
 
     async def sandbox_calls(self) -> list[dict]:
         return (await self.http.get("/_sandbox/calls")).json()["calls"]
@@ -86,12 +87,16 @@ async def sandbox_process(*args: str) -> AsyncIterator[str]:
             proc.kill()
 
 
-def refusal_code(tool: str, text: str) -> str:
-    """`Error executing tool <tool>: <code>: <sentence>` -> `<code>`; asserts the sentence is there."""
-    prefix = f"Error executing tool {tool}: "
-    assert text.startswith(prefix), text
-    code, _, sentence = text[len(prefix):].partition(": ")
-    assert code.isidentifier() and len(sentence) > 10, text
+def refusal_code(result: Any) -> str:
+    """The code of an error result, after checking the contract: text `<code>: <sentence>`, the same as data
+    under `_meta["io.uponai/error"]`, a code from errors.CODES, and no structuredContent."""
+    text = result.content[0].text
+    code, _, sentence = text.partition(": ")
+    assert code in CODES and len(sentence) > 10, text
+    data = (result.meta or {}).get(ERROR_META_KEY)
+    assert data is not None and data["code"] == code and data["message"] == sentence, (text, result.meta)
+    assert isinstance(data["details"], dict)
+    assert result.structured_content is None, result.structured_content
     return code
 
 

@@ -1,11 +1,11 @@
-"""events/state.py: the monotonic snapshot merge and the call_failed derivation (pure)."""
+"""callstate.py: the monotonic snapshot merge and the call_failed derivation (pure)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uponai_mcp.events.state import (
+from uponai_mcp.callstate import (
     derive_failed,
     event_status,
     is_failed,

@@ -7,13 +7,11 @@ failure is reconciled by looking the call up, never by dialling again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -21,16 +19,18 @@ import anyio
 from uponai_mcp import guardrails, params
 from uponai_mcp.api import UponAIClient
 from uponai_mcp.api import errors as api_errors
+from uponai_mcp.api.dialects import pick_weighted
 from uponai_mcp.config import Settings
+from uponai_mcp.confirmations import Confirmations
 from uponai_mcp.directory import Directory
 from uponai_mcp.errors import Refused, from_api_error
 from uponai_mcp.models import Call, CallRequest, PhoneNumber
 from uponai_mcp.pacing import Pacer, RateLimitedLater, Slot
-from uponai_mcp.store import IdempotencyConflict, Store
+from uponai_mcp.store import Attempt, IdempotencyConflict, ReservationRefused, Store
+from uponai_mcp.store.attempts import Usage as StoreUsage
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TTL = timedelta(minutes=5)
 MAX_PLATFORM_429_RETRIES = 5
 # How long a duplicate request with the same idempotency key waits for the first one to finish.
 IN_FLIGHT_WAIT_S = 30.0
@@ -38,7 +38,10 @@ IN_FLIGHT_WAIT_S = 30.0
 
 @dataclass(frozen=True)
 class Preflight:
-    """Everything the checks learned; `needs_confirmation` follows the confirmation policy."""
+    """The decision about one call: everything the checks learned, and the agent that will take it.
+
+    `agent_id`/`agent_version`: the override, or the from-number's outbound agent (drawn by weight for an
+    A/B split), handed to the client so the create needs no lookup of its own."""
 
     request: CallRequest
     destination: guardrails.Destination
@@ -47,6 +50,19 @@ class Preflight:
     summary: str
     agent_id: str | None
     checks: tuple[str, ...]
+    agent_version: int | None = None
+
+
+@dataclass
+class Prepared:
+    """A create request after the first look: an earlier attempt with its idempotency key (to replay), or
+    the decision. Made once per request and shared by the confirmation question and the tool body."""
+
+    request: CallRequest
+    idempotency_key: str | None
+    params_hash: str
+    earlier: Attempt | None = None
+    decision: Preflight | None = None
 
 
 @dataclass
@@ -80,6 +96,7 @@ class Dialer:
         self.countries = guardrails.CountryPolicy.from_settings(settings)
         self.window = guardrails.CallingWindow.parse(settings.effective_calling_window)
         self.budgets = guardrails.Budgets.from_settings(settings)
+        self.confirmations = Confirmations(store, wall)
 
     def _now_ms(self) -> int:
         return int(self.wall().timestamp() * 1000)
@@ -93,10 +110,10 @@ class Dialer:
             "create_phone_call", decision=decision, code=code, summary=summary, details=details, now_ms=self._now_ms()
         )
 
-    # --- checks ---------------------------------------------------------------------------------
+    # --- the decision ---------------------------------------------------------------------------
 
     async def preflight(self, request: CallRequest) -> Preflight:
-        """Run every check of a dial without dialling; raises `Refused` on the first failure."""
+        """Run every check of a dial without dialling; raises `Refused` on the first failure (audited)."""
         try:
             return await self.evaluate(request)
         except Refused as refusal:
@@ -104,126 +121,149 @@ class Dialer:
             raise
 
     async def evaluate(self, request: CallRequest) -> Preflight:
-        """`preflight` without the audit entry (used to phrase a confirmation question)."""
-        checks: list[str] = []
-        dest = _ok(guardrails.check_destination(request.to_number))
-        checks.append("destination")
+        """The decision, without an audit entry: `guardrails.evaluate` (every guardrail, once) over the
+        account's numbers and the ledger's usage, then the agent. Budgets are read here for the verdict;
+        the binding check is the reservation in `reserve`."""
         numbers = await self.directory.numbers()
-        _ok(guardrails.check_not_own_number(dest, numbers))
-        checks.append("not_own_number")
-        number = _ok(
-            guardrails.check_from_number(
-                request.from_number, numbers,
-                override_agent_id=request.override_agent_id,
-                ignore_e164_validation=request.ignore_e164_validation,
-            )
-        )
-        checks.append("from_number")
-        agent_id = request.override_agent_id
-        if agent_id is not None:
-            await self.directory.require_agent(agent_id, request.override_agent_version)
-        elif number.outbound_agents:
-            agent_id = number.outbound_agents[0].agent_id if len(number.outbound_agents) == 1 else None
-        checks.append("agent")
-        _ok(guardrails.check_country(dest, number.kind, self.countries, number.allowed_outbound_country_list))
-        checks.append("country")
         now = self.wall()
-        _ok(guardrails.check_calling_window(dest, self.window, now))
-        checks.append("calling_window")
-        now_ms = self._now_ms()
-        _ok(
-            guardrails.check_budgets(
-                self.budgets,
-                attempts_to_destination_24h=await self.store.count_attempts(
-                    to_number=dest.e164, since_ms=now_ms - 86_400_000
-                ),
-                calls_last_hour=await self.store.count_attempts(since_ms=now_ms - 3_600_000),
-                calls_last_day=await self.store.count_attempts(since_ms=now_ms - 86_400_000),
-            )
+        verdict = guardrails.evaluate(
+            to_number=request.to_number, from_number=request.from_number, numbers=numbers,
+            policy=self.countries, window=self.window, now=now, budgets=self.budgets,
+            usage=await self._usage(request.to_number),
+            override_agent_id=request.override_agent_id, ignore_e164_validation=request.ignore_e164_validation,
         )
-        checks.append("budgets")
+        if verdict.refusal is not None:
+            r = verdict.refusal
+            raise Refused(r.code, r.message, **r.details)
+        dest, number = verdict.destination, verdict.from_number
+        assert dest is not None and number is not None
+        agent_id, version = request.override_agent_id, request.override_agent_version
+        if agent_id is not None:
+            await self.directory.require_agent(agent_id, version)
+            agent_label = agent_id
+        elif number.outbound_agents:
+            chosen = pick_weighted(number.outbound_agents, self.api.rng)
+            agent_id = chosen.agent_id
+            version = version if version is not None else chosen.agent_version
+            agent_label = agent_id if len(number.outbound_agents) == 1 else \
+                f"{agent_id} (drawn from the number's weighted outbound agents)"
+        else:  # custom numbers without an agent are refused by the from-number check
+            agent_label = "the number's outbound agent"
         policy = self.settings.effective_confirm
         international = dest.region != _region_of(number.phone_number)
         needs = policy == "always" or (policy == "international" and international)
-        agent = agent_id or "the number's outbound agents (weighted)"
-        summary = (
-            f"Call {guardrails.describe_destination(dest, now)} from {number.phone_number} "
-            f"({number.kind.value} number) with agent {agent}"
-        )
-        return Preflight(request, dest, number, needs, summary, agent_id, tuple(checks))
+        summary = (f"Call {guardrails.describe_destination(dest, now)} from {number.phone_number} "
+                   f"({number.kind.value} number) with agent {agent_label}")
+        return Preflight(request, dest, number, needs, summary, agent_id, tuple(verdict.checks) + ("agent",),
+                         version)
+
+    async def _usage(self, to_number: str) -> guardrails.Usage:
+        dest = guardrails.check_destination(to_number)
+        e164 = to_number if isinstance(dest, guardrails.Refusal) else dest.e164
+        u = await self.store.usage(e164, now_ms=self._now_ms())
+        return guardrails.Usage(u.to_destination_24h, u.last_hour, u.last_day)
+
+    def budget_check(self) -> Callable[[StoreUsage], guardrails.Refusal | None]:
+        """The budget rule, run by the store inside the reservation's transaction."""
+        return lambda u: guardrails.check_budgets(
+            self.budgets, attempts_to_destination_24h=u.to_destination_24h, calls_last_hour=u.last_hour,
+            calls_last_day=u.last_day)
 
     async def record_declined(self, request: CallRequest) -> None:
         await self._audit("declined", request, code="declined", summary="the person declined the call")
 
-    # --- confirmation tokens --------------------------------------------------------------------
+    # --- confirmation ---------------------------------------------------------------------------
 
-    async def issue_token(self, pf: Preflight) -> tuple[str, datetime]:
-        """A single-use token bound to the exact parameters; only its hash is stored."""
-        token = "cfm_" + secrets.token_urlsafe(18)
-        expires = self.wall() + CONFIRM_TTL
-        await self.store.create_confirmation(
-            _token_hash(token), params.params_hash(pf.request), params.canonical_json(pf.request), pf.summary,
-            int(expires.timestamp() * 1000), now_ms=self._now_ms(),
+    async def ask_confirmation(self, prepared: Prepared) -> Refused:
+        """A single-use token bound to the parameters and the idempotency key, as the refusal to answer."""
+        decision = prepared.decision
+        assert decision is not None
+        issued = await self.confirmations.issue(
+            "call", params_hash=prepared.params_hash, request_json=params.canonical_json(prepared.request),
+            summary=decision.summary, idempotency_key=prepared.idempotency_key)
+        await self._audit("confirmation_issued", prepared.request, summary=decision.summary)
+        return Refused(
+            "confirmation_required",
+            f"{decision.summary}. Show this to the user; if they approve, call confirm_call with token "
+            f"{issued.token} (single use, expires {issued.expires_at.strftime('%H:%M:%S')} UTC).",
+            **issued.details(),
         )
-        await self._audit("confirmation_issued", pf.request, summary=pf.summary)
-        return token, expires
 
-    async def redeem_token(self, token: str, request: CallRequest | None = None) -> CallRequest:
-        """Consume a token once; `request`, when given, must be exactly the confirmed one."""
-        problem = None
+    async def redeem_token(self, token: str, request: CallRequest | None = None,
+                           idempotency_key: str | None = None) -> tuple[CallRequest, str | None]:
+        """Consume a call token once: the confirmed request and the idempotency key bound to it. `request`,
+        when given, must be exactly the confirmed one, and a key given with it must be the bound one."""
         try:
-            conf = await self.store.consume_confirmation(_token_hash(token.strip()), now_ms=self._now_ms())
-        except LookupError as exc:
-            problem = str(exc) or "unknown, expired or already used"
-            conf = None
-        if conf is None:
-            await self._audit("confirmation_rejected", request, code="confirmation_invalid", summary=problem or "")
-            raise Refused(
-                "confirmation_invalid",
-                f"That confirmation token is {problem or 'not valid'}; call create_phone_call again for a new one.",
-            )
-        confirmed = params.from_json(conf.request_json)
-        if request is not None and params.params_hash(request) != conf.params_hash:
+            conf = await self.confirmations.redeem(
+                "call", token, params_hash=None if request is None else params.params_hash(request))
+        except Refused as refusal:
+            await self._audit("confirmation_rejected", request, code=refusal.code, summary=refusal.message)
+            raise
+        if idempotency_key is not None and conf.idempotency_key not in (None, idempotency_key):
             await self._audit("confirmation_rejected", request, code="confirmation_invalid",
-                              summary="parameters differ from the confirmed ones")
-            raise Refused(
-                "confirmation_invalid",
-                "The parameters differ from the ones confirmed; the token is now spent, ask for a new confirmation.",
-            )
+                              summary="idempotency key differs from the confirmed one")
+            raise Refused("confirmation_invalid", "That token was issued for another idempotency_key; the token is "
+                          "now spent, ask for a new confirmation.")
+        confirmed = params.from_json(conf.request_json)
         await self._audit("confirmed", confirmed, summary=conf.summary)
-        return confirmed
+        return confirmed, conf.idempotency_key or idempotency_key
 
     # --- dialling -------------------------------------------------------------------------------
 
+    async def prepare(self, request: CallRequest, idempotency_key: str | None = None) -> Prepared:
+        """The first look at a create: the earlier attempt with this key, else the decision (audited
+        refusals are raised)."""
+        prepared = Prepared(request, idempotency_key, params.params_hash(request))
+        if idempotency_key is not None:
+            prepared.earlier = await self.store.get_attempt_by_key(idempotency_key)
+        if prepared.earlier is None:
+            prepared.decision = await self.preflight(request)
+        return prepared
+
     async def place(
         self, request: CallRequest, *, idempotency_key: str | None = None, confirmed: bool = False,
-        source: str = "tool",
+        source: str = "tool", prepared: Prepared | None = None,
     ) -> Placement:
-        """Place one call. `confirmed` says a person approved it (elicitation or token)."""
-        attempt_id = "att_" + uuid.uuid4().hex
-        p_hash = params.params_hash(request)
-        if idempotency_key is not None:
-            existing = await self.store.get_attempt_by_key(idempotency_key)
-            if existing is not None:
-                return await self._replay(existing, p_hash, idempotency_key)
-        pf = await self.preflight(request)
+        """Place one call. `confirmed` says a person approved it (elicitation or token); `prepared` is the
+        first look when the caller already made it (it is not made twice)."""
+        if prepared is None or prepared.params_hash != params.params_hash(request) \
+                or prepared.idempotency_key != idempotency_key:
+            prepared = await self.prepare(request, idempotency_key)
+        if prepared.earlier is not None:
+            return await self._replay(prepared.earlier, prepared.params_hash, idempotency_key)
+        pf = prepared.decision
+        assert pf is not None
         if pf.needs_confirmation and not confirmed:
             raise Refused("confirmation_required", pf.summary)
+        attempt_id = "att_" + uuid.uuid4().hex
+        attempt = await self.reserve(attempt_id, pf, idempotency_key=idempotency_key, source=source)
+        if attempt.attempt_id != attempt_id:  # lost a race for the same key
+            return await self._replay(attempt, prepared.params_hash, idempotency_key)
+        await self._audit("allowed", request, summary=pf.summary, attempt_id=attempt_id, checks=list(pf.checks))
+        placement = await self._dial(request, attempt_id, pf.from_number.kind.value,
+                                     agent=None if pf.agent_id is None else (pf.agent_id, pf.agent_version))
+        placement.preflight = pf
+        return placement
+
+    async def reserve(self, attempt_id: str, pf: Preflight, *, idempotency_key: str | None = None,
+                      source: str = "tool") -> Attempt:
+        """Write the attempt row with the budgets checked in the same transaction (never a count read
+        earlier). Returns the earlier attempt instead when the key was used with the same parameters."""
+        request = pf.request
         try:
-            attempt = await self.store.create_attempt(
-                attempt_id, idempotency_key=idempotency_key, params_hash=p_hash,
+            return await self.store.create_attempt(
+                attempt_id, idempotency_key=idempotency_key, params_hash=params.params_hash(request),
                 request_json=params.canonical_json(request), from_number=request.from_number,
                 to_number=pf.destination.e164, scope=pf.from_number.kind.value, source=source,
-                now_ms=self._now_ms(),
+                now_ms=self._now_ms(), check=self.budget_check(),
             )
         except IdempotencyConflict as exc:
             raise _conflict(idempotency_key) from exc
-        if attempt.attempt_id != attempt_id:  # lost a race for the same key
-            return await self._replay(attempt, p_hash, idempotency_key)
-        await self._audit("allowed", request, summary=pf.summary, attempt_id=attempt_id, checks=list(pf.checks))
-        placement = await self._dial(request, attempt_id, pf.from_number.kind.value)
-        placement.preflight = pf
-        return placement
+        except ReservationRefused as exc:
+            r = exc.reason
+            assert isinstance(r, guardrails.Refusal)
+            await self._audit("refused", request, code=r.code, summary=r.message)
+            raise Refused(r.code, r.message, **r.details) from exc
 
     async def dial_attempt(self, request: CallRequest, attempt_id: str, scope: str, *,
                            slot: Slot | None = None) -> Placement:
@@ -233,7 +273,7 @@ class Dialer:
         return await self._dial(request, attempt_id, scope, first_slot=slot)
 
     async def _dial(self, request: CallRequest, attempt_id: str, scope: str, *,
-                    first_slot: Slot | None = None) -> Placement:
+                    first_slot: Slot | None = None, agent: tuple[str, int | None] | None = None) -> Placement:
         async def take_slot() -> None:
             # Awaited by the client right before the create request leaves (after any lookups), so the
             # pacer times the request itself. A batch may hand in the slot it already waited for.
@@ -258,7 +298,7 @@ class Dialer:
         for _ in range(MAX_PLATFORM_429_RETRIES + 1):
             try:
                 call = await self.api.create_call(request, attempt_id=attempt_id, retry_rate_limited=False,
-                                                  before_send=take_slot)
+                                                  before_send=take_slot, agent=agent)
             except RateLimitedLater as exc:
                 await self.store.mark_attempt(attempt_id, "failed", error_code="rate_limited",
                                               error_message=str(exc), now_ms=self._now_ms())
@@ -377,10 +417,6 @@ def _ok(result):
 def _region_of(number: str) -> str | None:
     dest = guardrails.check_destination(number)
     return None if isinstance(dest, guardrails.Refusal) else dest.region
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _conflict(key: str | None) -> Refused:

@@ -20,6 +20,8 @@ class Directory:
         self._monotonic = monotonic
         self._numbers: list[PhoneNumber] | None = None
         self._fetched_at = 0.0
+        self._agents: dict[str, Agent] | None = None
+        self._agents_at = 0.0
         self._lock = anyio.Lock()
 
     async def numbers(self, *, fresh: bool = False) -> list[PhoneNumber]:
@@ -44,22 +46,30 @@ class Directory:
             "not_found", f"{phone_number} is not a number of this account; list_phone_numbers shows the numbers."
         )
 
-    async def agents(self) -> list[Agent]:
-        try:
-            return await self._api.list_agents()
-        except api_errors.ApiError as exc:
-            raise from_api_error(exc, what="The agent list") from exc
+    async def agents(self, *, fresh: bool = True) -> list[Agent]:
+        """The account's agents; `fresh=False` accepts the cached list (at most `ttl_s` old)."""
+        stale = self._agents is None or self._monotonic() - self._agents_at > self._ttl_s
+        if fresh or stale:
+            try:
+                listed = await self._api.list_agents()
+            except api_errors.ApiError as exc:
+                raise from_api_error(exc, what="The agent list") from exc
+            self._agents, self._agents_at = {a.agent_id: a for a in listed}, self._monotonic()
+            return listed
+        return list((self._agents or {}).values())
 
     async def require_agent(self, agent_id: str, version: int | None = None) -> Agent:
-        """The agent (at that version), or a `not_found` refusal naming what exists."""
-        try:
-            agent = await self._api.get_agent(agent_id, version)
-        except api_errors.NotFound as exc:
-            known = ", ".join(sorted(a.agent_id for a in await self.agents())) or "none"
+        """The agent (at that version), or a `not_found` refusal naming what exists. Served from the cached
+        list; an agent or version it does not know yet is looked up once more before refusing."""
+        await self.agents(fresh=False)
+        agent = (self._agents or {}).get(agent_id)
+        if agent is None or (version is not None and agent.versions and version not in agent.versions):
+            await self.agents(fresh=True)
+            agent = (self._agents or {}).get(agent_id)
+        if agent is None:
+            known = ", ".join(sorted(self._agents or {})) or "none"
             what = f"agent {agent_id}" + (f" version {version}" if version is not None else "")
-            raise Refused("not_found", f"There is no {what}; known agents: {known}.") from exc
-        except api_errors.ApiError as exc:
-            raise from_api_error(exc, what=f"Agent {agent_id}") from exc
+            raise Refused("not_found", f"There is no {what}; known agents: {known}.")
         if version is not None and agent.versions and version not in agent.versions:
             raise Refused(
                 "not_found",

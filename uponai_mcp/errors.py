@@ -1,6 +1,9 @@
-"""The one refusal type services raise; tools turn it into `ToolError("<code>: <sentence>")`.
+"""The one refusal type services raise, and the one place its codes are listed.
 
-Codes are stable and machine-readable; the message is a sentence a person can act on.
+Codes are stable and machine-readable; the message is a sentence a person can act on; `details` holds
+what a client acts on (retry_at, the confirmation token, the field at fault). The MCP layer
+(`tools/contract.py`) turns every refusal into an error result: text `<code>: <sentence>` and the same
+as data under `_meta[ERROR_META_KEY]`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ CODES = frozenset({
     "cps_above_provider_max", "confirmation_required", "not_found", "outcome_unknown", "upstream_error",
     # beyond the guardrail list: malformed arguments, idempotency misuse, configuration, read-only
     "invalid_argument", "idempotency_conflict", "confirmation_invalid", "configuration_error", "declined",
+    # the server itself: a mutating tool on a read-only server, a tool that does not exist, storage down,
+    # and a fault of ours (logged; the caller gets no internals)
+    "read_only", "unknown_tool", "store_unavailable", "internal_error",
 })
+
+ERROR_META_KEY = "io.uponai/error"
 
 
 class Refused(Exception):
@@ -28,6 +36,10 @@ class Refused(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def as_data(self) -> dict[str, Any]:
+        """`{"code", "message", "details"}`: what `_meta[ERROR_META_KEY]` carries."""
+        return {"code": self.code, "message": self.message, "details": self.details}
 
 
 def from_api_error(exc: api_errors.ApiError, *, what: str = "the platform") -> Refused:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -109,50 +109,77 @@ OpenDisconnectionReason = Annotated[
 
 # --- the documented call parameters -------------------------------------------------------------
 
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime can hold
 SIP_HEADER_NAME = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 MAX_METADATA_BYTES = 50_000
 
 
-class AgentOverrideAgent(BaseModel):
-    """Agent-level settings overridden for this call only (any agent field is accepted)."""
-
-    model_config = ConfigDict(extra="allow")
-    agent_name: str | None = Field(None, description="Display name of the agent for this call.")
-    voice_id: str | None = Field(None, description="Voice to speak with, e.g. '11labs-Adrian'.")
-    language: str | None = Field(None, description="BCP-47 language, e.g. 'en-US', 'de-DE'.")
-    max_call_duration_ms: int | None = Field(
-        None, ge=60_000, le=7_200_000, description="Hang up after this many milliseconds (1 min to 2 h)."
-    )
-    voicemail_option: dict[str, Any] | None = Field(
-        None, description="What to do on voicemail, e.g. {'action': {'type': 'hangup'}}."
-    )
-
-
-class AgentOverrideLlm(BaseModel):
-    """Response-engine (Retell LLM) settings overridden for this call only."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str | None = Field(None, description="LLM model name, e.g. 'gpt-4.1'.")
-    begin_message: str | None = Field(None, description="First sentence the agent says.")
-    start_speaker: Literal["user", "agent"] | None = Field(None, description="Who speaks first.")
-    model_temperature: float | None = Field(None, ge=0, le=1, description="Sampling temperature.")
-
-
-class AgentOverrideFlow(BaseModel):
-    """Conversation-flow settings overridden for this call only."""
-
-    model_config = ConfigDict(extra="allow")
-    start_speaker: Literal["user", "agent"] | None = Field(None, description="Who speaks first.")
-    model_temperature: float | None = Field(None, ge=0, le=1, description="Sampling temperature.")
+# Field names the platform documents for each part of agent_override (uponai-api.md 2.4). The schema keeps
+# these objects open (listing ~60 fields would cost every model a kilobyte of tokens); validation closes them,
+# so a misspelt field is refused instead of being silently ignored by the platform.
+AGENT_OVERRIDE_FIELDS: dict[str, frozenset[str]] = {
+    "agent": frozenset("""
+        agent_name voice_id voice_model fallback_voice_ids voice_speed voice_temperature volume voice_emotion
+        language responsiveness interruption_sensitivity enable_backchannel backchannel_frequency
+        backchannel_words enable_dynamic_responsiveness enable_dynamic_voice_speed ambient_sound
+        ambient_sound_volume denoising_mode stt_mode custom_stt_config vocab_specialization boosted_keywords
+        pronunciation_dictionary begin_message_delay_ms end_call_after_silence_ms max_call_duration_ms
+        ring_duration_ms reminder_trigger_ms reminder_max_count voicemail_option ivr_option
+        call_screening_option allow_user_dtmf user_dtmf_options post_call_analysis_data
+        post_call_analysis_model data_storage_setting data_storage_retention_days pii_config guardrail_config
+        handbook_config opt_in_signed_url signed_url_expiration_ms timezone webhook_url webhook_events
+        webhook_timeout_ms response_engine""".split()),
+    "retell_llm": frozenset("""
+        model s2s_model model_temperature model_high_priority tool_call_strict_mode knowledge_base_ids kb_config
+        start_speaker begin_after_user_silence_ms begin_message""".split()),
+    "conversation_flow": frozenset("""
+        model_choice model_temperature tool_call_strict_mode knowledge_base_ids kb_config start_speaker
+        begin_after_user_silence_ms begin_message""".split()),
+}
 
 
 class AgentOverride(BaseModel):
     """Partial overrides of the agent for this one call; nothing is saved to the agent."""
 
     model_config = ConfigDict(extra="forbid")
-    agent: AgentOverrideAgent | None = Field(None, description="Agent-level overrides (voice, language, ...).")
-    retell_llm: AgentOverrideLlm | None = Field(None, description="LLM overrides (model, begin_message, ...).")
-    conversation_flow: AgentOverrideFlow | None = Field(None, description="Conversation-flow overrides.")
+    agent: dict[str, Any] | None = Field(
+        None, description="Agent fields, e.g. {voice_id, language, max_call_duration_ms (60000-7200000)}.")
+    retell_llm: dict[str, Any] | None = Field(
+        None, description="LLM fields, e.g. {model, begin_message, start_speaker: user|agent}.")
+    conversation_flow: dict[str, Any] | None = Field(
+        None, description="Flow fields, e.g. {start_speaker, model_temperature}.")
+
+    @model_validator(mode="after")
+    def _documented_fields(self) -> AgentOverride:
+        for part, known in AGENT_OVERRIDE_FIELDS.items():
+            unknown = sorted(set(getattr(self, part) or {}) - known)
+            if unknown:
+                raise ValueError(f"agent_override.{part} has no field {', '.join(unknown)} (documented fields "
+                                 f"include {', '.join(sorted(known)[:6])}, ...)")
+        limits = {"max_call_duration_ms": (60_000, 7_200_000)}
+        for name, (low, high) in limits.items():
+            value = (self.agent or {}).get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= high):
+                raise ValueError(f"agent_override.agent.{name} must be an integer from {low} to {high}")
+        for part in ("retell_llm", "conversation_flow"):
+            speaker = (getattr(self, part) or {}).get("start_speaker")
+            if speaker is not None and speaker not in ("user", "agent"):
+                raise ValueError(f"agent_override.{part}.start_speaker must be user or agent")
+        return self
+
+
+# Metadata key tagging a call with the attempt that created it; its value is "att_" + 32 hex digits. The
+# metadata limit counts it, so the platform never refuses metadata this server accepted.
+ATTEMPT_KEY = "uponai_attempt_id"
+_TAG_PLACEHOLDER = "att_" + "0" * 32
+
+
+def metadata_size(metadata: dict[str, Any]) -> int:
+    """Size as the platform measures it, with the attempt tag the server adds."""
+    import json
+
+    return len(json.dumps({**metadata, ATTEMPT_KEY: _TAG_PLACEHOLDER}, default=str))
 
 
 class CallRequest(BaseModel):
@@ -204,10 +231,9 @@ class CallRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        import json
-
-        if v is not None and len(json.dumps(v, default=str)) > MAX_METADATA_BYTES:
-            raise ValueError("metadata must be at most 50 kB of JSON")
+        if v is not None and metadata_size(v) > MAX_METADATA_BYTES:
+            raise ValueError("metadata must be at most 50 kB of JSON, counting the 60-byte attempt tag the server "
+                             "adds")
         return v
 
 
@@ -341,8 +367,10 @@ class CallFilter(BaseModel):
     call_status: OpenCallStatus | None = Field(None, description="Only calls in this status.")
     from_number: str | None = Field(None, description="Only calls from this number (E.164).")
     to_number: str | None = Field(None, description="Only calls to this number (E.164).")
-    start_after_ms: int | None = Field(None, ge=0, description="Only calls started at or after this time (ms).")
-    start_before_ms: int | None = Field(None, ge=0, description="Only calls started at or before this time (ms).")
+    start_after_ms: int | None = Field(None, ge=0, le=MAX_EPOCH_MS,
+                                       description="Only calls started at or after this time (ms).")
+    start_before_ms: int | None = Field(None, ge=0, le=MAX_EPOCH_MS,
+                                        description="Only calls started at or before this time (ms).")
     metadata: dict[str, str] | None = Field(None, description="Only calls whose metadata has these key/values.")
     limit: int = Field(20, ge=1, le=100, description="Calls per page.")
     page_token: str | None = Field(None, description="next_page_token from a previous page.")

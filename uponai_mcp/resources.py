@@ -45,7 +45,6 @@ from uponai_mcp import guardrails
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.errors import Refused
 from uponai_mcp.events.feed import RECENT_EVENTS_URI, LegacySubscriptions, call_events_uri
-from uponai_mcp.events.ingest import read_call
 from uponai_mcp.models import Call, ProviderKind
 from uponai_mcp.services import Services
 from uponai_mcp.store import StoredEvent, StoreUnavailable
@@ -145,7 +144,7 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
     async def call_resource(call_id: str, ctx: Context) -> str:
         svc = _services(ctx)
         try:
-            snapshot = await read_call(svc, call_id)
+            snapshot = await svc.calls.snapshot(call_id)
         except (api_errors.ApiError, StoreUnavailable) as exc:
             raise ResourceError(f"Cannot read call {call_id} now: {exc}") from exc
         if snapshot is None:
@@ -158,11 +157,10 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
     async def call_events_resource(call_id: str, ctx: Context) -> str:
         svc = _services(ctx)
         try:
-            events = await svc.store.call_events(call_id)
-            known = events or await svc.store.get_call_record(call_id) is not None
+            events = await svc.calls.events(call_id)
         except StoreUnavailable as exc:
             raise ResourceError(f"Cannot read the events of {call_id} now: {exc}") from exc
-        if not known:
+        if events is None:
             raise ResourceNotFoundError(f"There is no call {call_id} with events.")
         return _json({"call_id": call_id, "resource_uri": call_uri(call_id),
                       "events": [event_view(e, with_call=True) for e in events]})
@@ -172,7 +170,7 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
     async def recent_events_resource() -> str:
         svc = _require(hub())
         try:
-            events = await svc.store.recent_events(RECENT_EVENTS)
+            events = await svc.calls.recent_events(RECENT_EVENTS)
         except StoreUnavailable as exc:
             raise ResourceError(f"Cannot read events now: {exc}") from exc
         return _json({"events": [event_view(e, with_call=False) for e in events]})
@@ -206,7 +204,7 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
     async def audit_resource() -> str:
         svc = _require(hub())
         try:
-            entries = await svc.store.recent_audit(AUDIT_ENTRIES)
+            entries = await svc.calls.recent_audit(AUDIT_ENTRIES)
         except StoreUnavailable as exc:
             raise ResourceError(f"Cannot read the audit log now: {exc}") from exc
         return _json({"entries": [

@@ -19,6 +19,7 @@ import anyio
 from uponai_mcp import guardrails
 from uponai_mcp.api import UponAIClient
 from uponai_mcp.batches import BatchService
+from uponai_mcp.call_reader import CallReader
 from uponai_mcp.config import SANDBOX_API_KEY, Settings
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.directory import Directory
@@ -26,7 +27,8 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.events.feed import Feed
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.events.poller import Poller
-from uponai_mcp.pacing import Pacer
+from uponai_mcp.models import BindingUpdate, PhoneNumber
+from uponai_mcp.pacing import CpsError, Pacer, ScopeState
 from uponai_mcp.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,40 @@ class Services:
     webhook_url: str | None = None  # where the standalone receiver listens (None: no listener)
     poller: Poller | None = None
     batches: BatchService | None = None  # batch outreach; its runner runs for the server's lifetime
+    calls: CallReader = None  # type: ignore[assignment]  # reading and waiting for calls
 
     def __post_init__(self) -> None:
         if self.ingest is None:
             self.ingest = Ingest(self.store, self.feed)
+        if self.calls is None:
+            self.calls = CallReader(self.store, self.api, self.ingest, self.feed)
+
+    def _now_ms(self) -> int:
+        return int(self.wall().timestamp() * 1000)
 
     async def save_cps(self) -> None:
         await self.store.set_setting(CPS_SETTING, self.pacer.snapshot())
+
+    async def set_cps(self, provider: str, cps: int) -> ScopeState:
+        """Configure a scope's CPS within the provider's maximum, persist it, and audit the change."""
+        limit = (await self.api.get_concurrency()).concurrency_limit if provider == "custom" else None
+        try:
+            state = self.pacer.set_cps(provider, cps, concurrency_limit=limit)
+        except CpsError as exc:
+            code = "cps_above_provider_max" if exc.code == "cps_above_provider_max" else "invalid_argument"
+            raise Refused(code, str(exc)) from exc
+        await self.save_cps()
+        await self.store.audit("set_cps", decision="changed", code=None, summary=f"{provider} CPS set to {cps:g}",
+                               details={"provider": provider, "cps": cps}, now_ms=self._now_ms())
+        return state
+
+    async def bind(self, phone_number: str, update: BindingUpdate) -> tuple[PhoneNumber, PhoneNumber]:
+        """Change a number's agent bindings and audit it; returns the number before and after."""
+        before, after = await self.directory.bind(phone_number, update)
+        await self.store.audit("bind_agent", decision="changed", code=None, summary=f"bindings of {phone_number} "
+                               "changed", details=update.model_dump(mode="json", exclude_none=True),
+                               now_ms=self._now_ms())
+        return before, after
 
     def event_source(self) -> dict[str, object]:
         """How call events reach this server (for the policy resource and logs)."""

@@ -61,7 +61,10 @@ def _shaped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
 
 
 def _seg(value: str) -> str:
-    """A path segment; `+` of E.164 stays literal (it is legal in a path)."""
+    """A path segment; `+` of E.164 stays literal (it is legal in a path). `.` and `..` are refused: URL
+    normalisation would turn them into another route of the platform."""
+    if value.strip(".") == "":
+        raise NotFound(f"{value!r} is not an id", None)
     return quote(value, safe="+")
 
 
@@ -143,19 +146,21 @@ class UponAIClient:
 
     async def create_call(
         self, request: CallRequest, *, attempt_id: str, retry_rate_limited: bool = True,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None, agent: tuple[str, int | None] | None = None,
     ) -> Call:
         """Place one call, tagged with `attempt_id`. Never retried once it may have executed.
 
         `retry_rate_limited=False` raises RateLimited on the first 429 (the dialer paces itself).
         `before_send` is awaited right before the create request leaves, after any lookups, so a
-        pacer slot taken there times the request itself.
+        pacer slot taken there times the request itself. `agent`: the (agent_id, version) the caller
+        already resolved for the native dialect (the create is then exactly one request); without it the
+        client looks the from-number's agent up itself.
         """
         if self.dialect == "retell":
             method, path, body = "POST", "/v2/create-phone-call", d.retell_create_body(request, attempt_id)
         else:
             workspace = self._workspace()
-            agent_id, version = await self._native_agent_for(request)
+            agent_id, version = agent if agent is not None else await self._native_agent_for(request)
             method, path = "POST", "/api/v1/calls/initiate"
             body = d.native_create_body(request, attempt_id, workspace_id=workspace, agent_id=agent_id,
                                         agent_version=version)

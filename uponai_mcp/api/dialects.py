@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from uponai_mcp.models import (
+    ATTEMPT_KEY,
     Agent,
     BindingUpdate,
     Call,
@@ -22,7 +23,6 @@ from uponai_mcp.models import (
     WeightedAgent,
 )
 
-ATTEMPT_KEY = "uponai_attempt_id"  # metadata key tagging a call with the attempt that created it
 _CALL_FIELDS = frozenset(Call.model_fields)
 
 

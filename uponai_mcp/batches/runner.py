@@ -45,14 +45,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from uponai_mcp import guardrails, params
+from uponai_mcp import guardrails
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import CallRequest
-from uponai_mcp.store import Attempt, BatchTask, IdempotencyConflict, InvalidTransition, NotFound, StoreError
+from uponai_mcp.store import Attempt, BatchTask, InvalidTransition, NotFound, StoreError
 
 from .window import CallTimeWindow
 
 if TYPE_CHECKING:
+    from uponai_mcp.dialer import Preflight
+
     from .service import BatchService, Live
 
 log = logging.getLogger(__name__)
@@ -224,10 +226,9 @@ class BatchRunner:
         async with self._admission:
             try:
                 pf = await self.dialer.evaluate(request)
+                attempt_id = await self._new_attempt(batch_id, item, pf)
             except Refused as refusal:
                 return await self._refused_at_dial(batch_id, item, refusal, live)
-            attempt_id = await self._new_attempt(batch_id, item, request, pf.destination.e164,
-                                                 pf.from_number.kind.value)
         scope = pf.from_number.kind.value
         try:
             async with self._gate(scope):
@@ -281,19 +282,18 @@ class BatchRunner:
             now_ms=self._now_ms())
         return None
 
-    async def _new_attempt(self, batch_id: str, item: _Item, request: CallRequest, e164: str, scope: str) -> str:
-        """Commit the next try's attempt row (pending) and return its id."""
-        p_hash, body = params.params_hash(request), params.canonical_json(request)
+    async def _new_attempt(self, batch_id: str, item: _Item, pf: Preflight) -> str:
+        """Reserve the next try's attempt row (pending; budgets checked in the same transaction) and return
+        its id. Raises the budget refusal."""
         while True:
             attempt_id = attempt_id_for(batch_id, item.idx, item.next_try)
             item.next_try += 1
             try:
-                attempt = await self.store.create_attempt(
-                    attempt_id, idempotency_key=None, params_hash=p_hash, request_json=body,
-                    from_number=request.from_number, to_number=e164, scope=scope, source=f"batch:{batch_id}",
-                    now_ms=self._now_ms())
-            except IdempotencyConflict:  # the id is taken by other parameters: use the next one
-                continue
+                attempt = await self.dialer.reserve(attempt_id, pf, source=f"batch:{batch_id}")
+            except Refused as refusal:
+                if refusal.code == "idempotency_conflict":  # the id is taken by other parameters: the next one
+                    continue
+                raise
             if not attempt.replay:  # an earlier process wrote this try already: use the next one
                 return attempt_id
 

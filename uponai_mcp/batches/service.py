@@ -11,23 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import secrets
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
 
 from uponai_mcp import guardrails, params
 from uponai_mcp.config import Settings
+from uponai_mcp.confirmations import Confirmations, Issued
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.errors import Refused
-from uponai_mcp.store import Batch, ConfirmationRejected, Store, hash_token
+from uponai_mcp.store import Batch, Store
 
 from . import planning
 from .planning import BatchPlan
@@ -37,14 +37,11 @@ from .window import CallTimeWindow
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TTL = timedelta(minutes=5)
 PLAN_CACHE_TTL_S = 120.0  # the confirmation question and the tool body share one plan
 PLAN_CACHE_SIZE = 8
 PUBLISH_INTERVAL_S = 0.25  # a batch's resource update is announced at most this often
 PROGRESS_INTERVAL_S = 0.2
 MAX_WAIT_S = 600.0
-TOKEN_PREFIX = "cfb_"
-CALL_TOKEN_PREFIX = "cfm_"
 ACTIVE = ("pending", "running", "paused")
 
 
@@ -102,6 +99,10 @@ class BatchService:
 
     def _now_ms(self) -> int:
         return int(self.wall().timestamp() * 1000)
+
+    @property
+    def confirmations(self) -> Confirmations:
+        return self.dialer.confirmations  # one token store for calls and batches
 
     def live(self, batch_id: str) -> Live:
         live = self._live.get(batch_id)
@@ -194,14 +195,13 @@ class BatchService:
     # --- creating and confirming ----------------------------------------------------------------
 
     async def create(self, plan: BatchPlan, *, awaiting_confirmation: bool,
-                     confirmed_by: str | None = None) -> tuple[Batch, str | None, datetime | None]:
+                     confirmed_by: str | None = None) -> tuple[Batch, Issued | None]:
         """Store the batch (refused tasks marked refused) and start it, or keep it paused for a token.
-        Returns (batch, token, token expiry)."""
+        Returns (batch, the token issued when awaiting confirmation)."""
         if not plan.accepted:
             raise Refused("invalid_argument", "No task of this batch can be called; nothing was created.")
         batch_id = "batch_" + uuid.uuid4().hex[:16]
-        now = self.wall()
-        expires = now + CONFIRM_TTL if awaiting_confirmation else None
+        expires = self.wall() + self.confirmations.ttl if awaiting_confirmation else None
         confirm: dict[str, Any] = {"policy": self.settings.effective_confirm,
                                    "state": "awaiting" if awaiting_confirmation else (confirmed_by or "not_required")}
         if expires is not None:
@@ -222,19 +222,18 @@ class BatchService:
             "create_batch_call", decision="created", summary=plan.summary(),
             details={"batch_id": batch_id, "accepted": len(plan.accepted), "refused": len(plan.refused),
                      "confirmation": confirm["state"]}, now_ms=self._now_ms())
-        token = None
+        issued = None
         if awaiting_confirmation:
-            token = TOKEN_PREFIX + secrets.token_urlsafe(18)
-            await self.store.create_confirmation(
-                hash_token(token), plan.fingerprint, json.dumps({"batch_id": batch_id}), plan.summary(),
-                confirm["expires_at_ms"], now_ms=self._now_ms())
+            issued = await self.confirmations.issue("batch", params_hash=plan.fingerprint,
+                                                    request_json=json.dumps({"batch_id": batch_id}),
+                                                    summary=plan.summary())
             await self.store.audit("create_batch_call", decision="confirmation_issued", summary=plan.summary(),
                                    details={"batch_id": batch_id}, now_ms=self._now_ms())
         else:
             self._start(batch_id)
         batch = await self.store.get_batch(batch_id) or batch
         self.touch(batch_id)
-        return batch, token, expires
+        return batch, issued
 
     async def _mark_refused(self, batch_id: str, idx: int, code: str | None) -> None:
         await self.store.mark_task(batch_id, idx, "refused", refusal_code=code, now_ms=self._now_ms())
@@ -249,16 +248,12 @@ class BatchService:
 
     async def confirm(self, token: str) -> Batch:
         """Redeem a batch token once and start its batch."""
-        token = token.strip()
-        if token.startswith(CALL_TOKEN_PREFIX):
-            raise Refused("confirmation_invalid", "That token confirms a single call: use confirm_call with it.")
         try:
-            conf = await self.store.consume_confirmation(hash_token(token), now_ms=self._now_ms())
-        except ConfirmationRejected as exc:
-            await self.store.audit("create_batch_call", decision="confirmation_rejected", code="confirmation_invalid",
-                                   summary=str(exc), now_ms=self._now_ms())
-            raise Refused("confirmation_invalid", f"That confirmation token is {exc}; create the batch again for a "
-                          "new one.") from exc
+            conf = await self.confirmations.redeem("batch", token)
+        except Refused as refusal:
+            await self.store.audit("create_batch_call", decision="confirmation_rejected", code=refusal.code,
+                                   summary=refusal.message, now_ms=self._now_ms())
+            raise
         batch_id = _batch_of(conf.request_json)
         batch = None if batch_id is None else await self.store.get_batch(batch_id)
         if batch is None or batch.status != "paused":

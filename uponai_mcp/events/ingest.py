@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from uponai_mcp.events.feed import Feed
-from uponai_mcp.events.state import merge_snapshot
 from uponai_mcp.store import IngestResult, Store
 from uponai_mcp.store.calls import EventInput
 
@@ -49,30 +48,3 @@ class Ingest:
     async def call_placed(self, call_id: str) -> None:
         """The dialer's `on_call` hook: the call exists now (its snapshot is stored already)."""
         self.feed.call_changed(call_id, new=True)
-
-
-async def read_call(svc: Any, call_id: str) -> dict[str, Any] | None:
-    """The call's stored snapshot merged with a fresh platform read, or None when neither the store nor the
-    platform knows it. `svc` is the Services (store, api, ingest). No platform read for a final call
-    (terminal and analyzed: nothing changes any more) or a failed create (`attempt:<id>`: only we know it);
-    a platform error falls back to the stored state. A change the read reveals is stored and announced."""
-    from uponai_mcp.api import errors as api_errors
-
-    record = await svc.store.get_call_record(call_id)
-    if record is not None and record.terminal and record.analyzed:
-        return record.call
-    if call_id.startswith("attempt:"):
-        return None if record is None else record.call
-    try:
-        call = await svc.api.get_call(call_id)
-    except api_errors.NotFound:
-        return None if record is None else record.call
-    except api_errors.ApiError:
-        if record is None:
-            raise
-        return record.call
-    data = call.model_dump(mode="json", exclude_none=True)
-    if record is not None and merge_snapshot(record.call, None, data) == record.call:
-        return record.call  # the platform says nothing new: no write, no announcement
-    await svc.ingest.api_call(data)
-    return await svc.store.get_call_snapshot(call_id)

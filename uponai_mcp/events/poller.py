@@ -26,9 +26,9 @@ from typing import Any
 
 import anyio
 
+from uponai_mcp import callstate as state
 from uponai_mcp.api import UponAIClient
 from uponai_mcp.api import errors as api_errors
-from uponai_mcp.events import state
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.store import StoreUnavailable
 

@@ -8,6 +8,7 @@ from .errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    ReservationRefused,
     StoreError,
     StoreUnavailable,
 )
@@ -31,6 +32,6 @@ from .store import Store
 __all__ = [
     "ATTEMPT_STATES", "BATCH_STATUSES", "SCHEMA_VERSION", "TASK_STATES",
     "AlreadyExists", "Attempt", "AuditEntry", "Batch", "BatchTask", "CallRecord", "Confirmation",
-    "ConfirmationRejected", "IdempotencyConflict", "IngestResult", "InvalidTransition", "NotFound", "Store",
+    "ConfirmationRejected", "IdempotencyConflict", "IngestResult", "InvalidTransition", "NotFound", "ReservationRefused", "Store",
     "StoreError", "StoreUnavailable", "StoredEvent", "dedupe_key", "hash_token", "normalize",
 ]

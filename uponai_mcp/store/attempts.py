@@ -10,10 +10,12 @@ again; a repeated reconcile marks placed again) but a placed attempt never chang
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .base import StoreBase, now_or
-from .errors import IdempotencyConflict, InvalidTransition, NotFound
+from .errors import IdempotencyConflict, InvalidTransition, NotFound, ReservationRefused
 from .rows import ATTEMPT_STATES, Attempt
 
 _NEXT = {
@@ -28,6 +30,27 @@ _NEXT = {
 # refusals never enter the ledger at all.
 _COUNTED = "NOT (state = 'failed' AND dialed_at_ms IS NULL)"
 _CALLS = "state IN ('dialing', 'placed', 'unknown')"
+
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Prior attempts that count against budgets, in the rolling windows ending now."""
+
+    to_destination_24h: int
+    last_hour: int
+    last_day: int
+
+
+def _usage(conn: sqlite3.Connection, to_number: str, now: int) -> Usage:
+    row = conn.execute(
+        f"SELECT COALESCE(SUM(to_number = ?), 0), COALESCE(SUM(created_at_ms >= ?), 0), COUNT(*)"
+        f" FROM attempts WHERE created_at_ms >= ? AND {_COUNTED}",
+        (to_number, now - HOUR_MS, now - DAY_MS)).fetchone()
+    return Usage(to_destination_24h=row[0], last_hour=row[1], last_day=row[2])
 
 
 def _get(conn: sqlite3.Connection, attempt_id: str) -> Attempt | None:
@@ -54,10 +77,15 @@ class AttemptsMixin(StoreBase):
     async def create_attempt(
         self, attempt_id: str, *, idempotency_key: str | None, params_hash: str, request_json: str,
         from_number: str, to_number: str, scope: str, source: str = "tool", now_ms: int | None = None,
+        check: Callable[[Usage], Any] | None = None,
     ) -> Attempt:
         """Insert a pending attempt, or return the earlier one for the same key (`replay=True`).
 
-        Raises IdempotencyConflict when the key (or attempt id) was used with other parameters.
+        `check` makes it a reservation: it is given the usage before this attempt, inside the same write
+        transaction (the single writer serializes them), and a non-None answer is raised as
+        `ReservationRefused(answer)` with nothing written. So N concurrent callers against a cap of one
+        get exactly one attempt. Raises IdempotencyConflict when the key (or attempt id) was used with
+        other parameters.
         """
         now = now_or(now_ms)
 
@@ -68,6 +96,8 @@ class AttemptsMixin(StoreBase):
                 if earlier.params_hash != params_hash or earlier.idempotency_key != idempotency_key:
                     raise IdempotencyConflict(idempotency_key or attempt_id, earlier.attempt_id)
                 return replace(earlier, replay=True)
+            if check is not None and (reason := check(_usage(conn, to_number, now))) is not None:
+                raise ReservationRefused(reason)
             conn.execute(
                 "INSERT INTO attempts (attempt_id, idempotency_key, params_hash, request_json, from_number,"
                 " to_number, scope, source, state, created_at_ms, updated_at_ms)"
@@ -129,6 +159,11 @@ class AttemptsMixin(StoreBase):
         marks = ",".join("?" * len(states))
         sql = f"SELECT * FROM attempts WHERE state IN ({marks}) ORDER BY created_at_ms, attempt_id"
         return await self._read(lambda c: [Attempt.from_row(r) for r in c.execute(sql, states)])
+
+    async def usage(self, to_number: str, *, now_ms: int | None = None) -> Usage:
+        """The counts budgets are checked against (for a verdict; the binding check is `create_attempt`'s)."""
+        now = now_or(now_ms)
+        return await self._read(lambda c: _usage(c, to_number, now))
 
     async def count_attempts(
         self, to_number: str | None = None, *, since_ms: int, from_number: str | None = None,

@@ -1,7 +1,7 @@
 """Webhook events and call snapshots.
 
 An ingest is one job of the group writer, so all of this is one transaction: insert the event under
-its dedupe key (a duplicate stops here), merge the snapshot monotonically (`events/state.py`), store a
+its dedupe key (a duplicate stops here), merge the snapshot monotonically (`callstate.py`), store a
 synthesized `call_failed` under (call_id, "call_failed") when the merge says so, commit.
 
 Dedupe keys (the platform sends no event id), JSON arrays:
@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from uponai_mcp.events.state import (
+from uponai_mcp.callstate import (
     ANALYZED,
     ENDED,
     FAILED,

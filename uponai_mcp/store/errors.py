@@ -49,3 +49,11 @@ class ConfirmationRejected(StoreError, LookupError):
     def __init__(self, reason: str) -> None:
         super().__init__(self._TEXT.get(reason, reason))
         self.reason = reason
+
+
+class ReservationRefused(StoreError):
+    """A reservation's check said no (a budget is used up); `reason` is what the check answered."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(str(reason))
+        self.reason = reason

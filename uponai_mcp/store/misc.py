@@ -67,16 +67,18 @@ class MiscMixin(StoreBase):
 
     async def create_confirmation(
         self, token_hash: str, params_hash: str, request_json: str, summary: str, expires_at_ms: int,
-        now_ms: int | None = None,
+        now_ms: int | None = None, *, kind: str = "call", idempotency_key: str | None = None,
     ) -> Confirmation:
         now = now_or(now_ms)
-        conf = Confirmation(token_hash, params_hash, request_json, summary, now, int(expires_at_ms), None)
+        conf = Confirmation(token_hash, params_hash, request_json, summary, now, int(expires_at_ms), None, kind,
+                            idempotency_key)
 
         def op(conn: sqlite3.Connection) -> Confirmation:
             cur = conn.execute(
                 "INSERT INTO confirmations (token_hash, params_hash, request_json, summary, created_at_ms,"
-                " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
-                (token_hash, params_hash, request_json, summary, now, conf.expires_at_ms),
+                " expires_at_ms, kind, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (token_hash) DO NOTHING",
+                (token_hash, params_hash, request_json, summary, now, conf.expires_at_ms, kind, idempotency_key),
             )
             if cur.rowcount != 1:
                 raise AlreadyExists("confirmation token exists")

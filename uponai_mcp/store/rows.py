@@ -67,6 +67,8 @@ class Confirmation:
     created_at_ms: int
     expires_at_ms: int
     consumed_at_ms: int | None
+    kind: str = "call"
+    idempotency_key: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Confirmation:

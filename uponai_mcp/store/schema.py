@@ -107,7 +107,13 @@ _V1 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+# v2: a confirmation knows what it confirms (call, batch, eval) and the idempotency key it is bound to.
+_V2 = [
+    "ALTER TABLE confirmations ADD COLUMN kind TEXT NOT NULL DEFAULT 'call'",
+    "ALTER TABLE confirmations ADD COLUMN idempotency_key TEXT",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

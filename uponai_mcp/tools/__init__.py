@@ -5,10 +5,11 @@ from mcp.server import MCPServer
 from uponai_mcp.tools import batches, calls, numbers, pacing, waiting
 
 
-def register_all(mcp: MCPServer, *, read_only: bool) -> None:
-    """Register every tool; in read-only mode the mutating ones are not registered at all."""
-    calls.register(mcp, read_only=read_only)
-    numbers.register(mcp, read_only=read_only)
-    pacing.register(mcp, read_only=read_only)
-    waiting.register(mcp, read_only=read_only)
-    batches.register(mcp, read_only=read_only)
+def register_all(mcp: MCPServer) -> None:
+    """Register every tool. Read-only mode is applied afterwards by `ContractServer.seal` (it withholds
+    every tool not annotated read-only, and answers `read_only` when one is called)."""
+    calls.register(mcp)
+    numbers.register(mcp)
+    pacing.register(mcp)
+    waiting.register(mcp)
+    batches.register(mcp)

@@ -1,4 +1,6 @@
-"""What every tool module shares: reaching the services, and turning refusals into ToolErrors."""
+"""What every tool module shares: reaching the services, annotations, and `refusals()`.
+
+`refusals()` is optional: `ContractServer` turns whatever a tool raises into a coded error result."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.errors import Refused, from_api_error
 from uponai_mcp.services import Services
+from uponai_mcp.tools.contract import invalid_argument
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 LOCAL_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
@@ -37,10 +40,4 @@ def refusals() -> Iterator[None]:
     except api_errors.ApiError as exc:
         raise ToolError(str(from_api_error(exc))) from exc
     except ValidationError as exc:
-        raise ToolError(str(invalid_argument(exc))) from exc
-
-
-def invalid_argument(exc: ValidationError) -> Refused:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "input"
-    return Refused("invalid_argument", f"{where}: {first['msg']}; fix that argument and try again.")
+        raise ToolError(str(invalid_argument(exc))) from invalid_argument(exc)

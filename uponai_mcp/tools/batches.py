@@ -21,6 +21,7 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.models import AgentOverride, CallRequest
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
+from uponai_mcp.tools.contract import result_text
 
 CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 TASK_STATES = Literal["pending", "dialing", "placed", "refused", "cancelled", "failed", "unknown"]
@@ -123,7 +124,7 @@ async def ask_to_confirm_batch(
 
 def _result(out: BatchCreated) -> CallToolResult:
     data = out.model_dump(mode="json")
-    content: list[Any] = [TextContent(type="text", text=json.dumps(data))]
+    content: list[Any] = [TextContent(type="text", text=result_text(out, data))]
     if out.resource_uri:
         content.append(ResourceLink(type="resource_link", uri=out.resource_uri, name=f"batch {out.batch_id}",
                                     mime_type="application/json", description="Live batch progress, per task"))
@@ -137,9 +138,8 @@ def _reporter(ctx: Context):
     return report
 
 
-def register(mcp: MCPServer, *, read_only: bool) -> None:
-    if not read_only:
-        _register_mutating(mcp)
+def register(mcp: MCPServer) -> None:
+    _register_mutating(mcp)
 
     @mcp.tool(title="Get a batch", annotations=LOCAL_READ)
     async def get_batch(
@@ -224,18 +224,18 @@ def _register_mutating(mcp: MCPServer) -> None:
                 raise Refused("declined", "The person declined this batch; nothing was created or dialled.")
             confirmed = isinstance(decision.data, ConfirmBatch)
             if plan.needs_confirmation and not confirmed:
-                batch, token, expires = await batches.create(plan, awaiting_confirmation=True)
-                assert expires is not None
+                batch, issued = await batches.create(plan, awaiting_confirmation=True)
+                assert issued is not None
                 refused = "; ".join(f"{t.source} {t.request.to_number}: {t.code}" for t in plan.refused[:10])
                 raise Refused(
                     "confirmation_required",
-                    f"{plan.summary()}. Show this to the user; if they approve, call confirm_batch with token {token} "
-                    f"(single use, expires {expires.strftime('%H:%M:%S')} UTC). Batch {batch.batch_id} waits, "
-                    f"nothing is dialled before that."
+                    f"{plan.summary()}. Show this to the user; if they approve, call confirm_batch with token "
+                    f"{issued.token} (single use, expires {issued.expires_at.strftime('%H:%M:%S')} UTC). Batch "
+                    f"{batch.batch_id} waits, nothing is dialled before that."
                     + (f" Refused tasks: {refused}{' ...' if len(plan.refused) > 10 else ''}." if refused else ""),
-                    token=token, batch_id=batch.batch_id,
+                    batch_id=batch.batch_id, **issued.details(),
                 )
-            batch, _, _ = await batches.create(plan, awaiting_confirmation=False,
+            batch, _ = await batches.create(plan, awaiting_confirmation=False,
                                                confirmed_by="elicitation" if confirmed else None)
             out = batches.created_answer(plan, batch, batch.status)
             if wait_s > 0:

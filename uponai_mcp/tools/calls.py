@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
@@ -12,12 +12,11 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, Field, ValidationError
 
-from uponai_mcp.api import errors as api_errors
-from uponai_mcp.dialer import Placement
+from uponai_mcp.dialer import Placement, Prepared
 from uponai_mcp.errors import Refused
-from uponai_mcp.events.ingest import read_call
-from uponai_mcp.models import AgentOverride, Call, CallFilter, CallRequest
-from uponai_mcp.tools._common import DIAL, READ, invalid_argument, refusals, services
+from uponai_mcp.models import MAX_EPOCH_MS, AgentOverride, CallFilter, CallRequest
+from uponai_mcp.tools._common import DIAL, READ, services
+from uponai_mcp.tools.contract import invalid_argument, result_text
 from uponai_mcp.views import CallDetails, CallSummary, call_uri
 
 
@@ -48,9 +47,6 @@ def build_request(**fields: Any) -> CallRequest:
     try:
         return CallRequest(**fields)
     except ValidationError as exc:
-        if any(err["loc"][:1] == ("to_number",) for err in exc.errors()):
-            raise Refused("invalid_number", "to_number must be E.164: '+', country code and digits, "
-                          "e.g. +14155552671.") from exc
         raise invalid_argument(exc) from exc
 
 
@@ -61,7 +57,7 @@ class ConfirmDial(BaseModel):
 
 
 class NoQuestion(BaseModel):
-    reason: str  # not_required | token | replay | unsupported | refused
+    reason: str  # not_required | token | replay | unsupported
 
 
 class PlacedCall(BaseModel):
@@ -78,6 +74,10 @@ class PlacedCall(BaseModel):
     resource_uri: str = Field(description="Subscribe to or read this resource to follow the call.")
     notes: list[str] = Field(default_factory=list)
 
+    def text_line(self) -> str:
+        again = " (replayed: the first request with this idempotency key)" if self.replayed else ""
+        return f"Call {self.call_id} to {self.to_number} is {self.call_status}{again}; follow {self.resource_uri}."
+
 
 class PreflightVerdict(BaseModel):
     """What create_phone_call would decide now, without dialling."""
@@ -92,6 +92,10 @@ class PreflightVerdict(BaseModel):
     from_number_kind: str | None = None
     checks_passed: list[str] = Field(default_factory=list)
     next_cps_slot_in_s: float | None = Field(None, description="Seconds until this scope's next free CPS slot.")
+    details: dict[str, Any] = Field(default_factory=dict, description="The refusal's facts (retry_at, ...).")
+
+    def text_line(self) -> str:
+        return f"{'Allowed' if self.allowed else 'Not allowed (' + str(self.code) + ')'}: {self.message}"
 
 
 class CallList(BaseModel):
@@ -109,12 +113,18 @@ def _placed_result(p: Placement) -> CallToolResult:
     data = out.model_dump(mode="json")
     return CallToolResult(
         content=[
-            TextContent(type="text", text=json.dumps(data)),
+            TextContent(type="text", text=result_text(out, data)),
             ResourceLink(type="resource_link", uri=out.resource_uri, name=f"call {out.call_id}",
                          mime_type="application/json", description="Live call snapshot"),
         ],
         structured_content=data,
     )
+
+
+# The first look at a create (replay or decision), made by the confirmation resolver and taken by the body of
+# the same request, so one create_phone_call runs every guardrail once. Resolvers are awaited in the body's
+# task, so a value set there is visible to the body.
+_prepared: ContextVar[Prepared | None] = ContextVar("prepared_call", default=None)
 
 
 async def ask_to_confirm(
@@ -123,36 +133,34 @@ async def ask_to_confirm(
     retell_llm_dynamic_variables: dict[str, str] | None, custom_sip_headers: dict[str, str] | None,
     ignore_e164_validation: bool, idempotency_key: str | None, confirmation_token: str | None,
 ) -> Elicit[ConfirmDial] | NoQuestion:
-    """Ask the person (elicitation) before a dial that the policy says needs confirming."""
-    hub = ctx.request_context.lifespan_context
-    if hub.services is None:
-        return NoQuestion(reason="refused")
-    svc = hub.services
+    """Ask the person (elicitation) before a dial that the policy says needs confirming. A refusal raised
+    here is the tool's answer (the body does not run)."""
+    _prepared.set(None)
     if confirmation_token:
         return NoQuestion(reason="token")
-    if idempotency_key and await svc.store.get_attempt_by_key(idempotency_key) is not None:
+    svc = ctx.request_context.lifespan_context.require()
+    request = build_request(
+        from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
+        override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
+        retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
+        ignore_e164_validation=ignore_e164_validation,
+    )
+    prepared = await svc.dialer.prepare(request, idempotency_key)
+    _prepared.set(prepared)
+    if prepared.earlier is not None:
         return NoQuestion(reason="replay")
-    try:
-        request = build_request(
-            from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
-            override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
-            retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
-            ignore_e164_validation=ignore_e164_validation,
-        )
-        pf = await svc.dialer.evaluate(request)
-    except (Refused, api_errors.ApiError):
-        return NoQuestion(reason="refused")  # the body refuses with the coded reason
-    if not pf.needs_confirmation:
+    assert prepared.decision is not None
+    if not prepared.decision.needs_confirmation:
         return NoQuestion(reason="not_required")
     caps = ctx.client_capabilities
     if caps is None or caps.elicitation is None:
         return NoQuestion(reason="unsupported")
-    return Elicit(f"{pf.summary}. Place this call now? It rings a real phone and costs money.", ConfirmDial)
+    return Elicit(f"{prepared.decision.summary}. Place this call now? It rings a real phone and costs money.",
+                  ConfirmDial)
 
 
-def register(mcp: MCPServer, *, read_only: bool) -> None:
-    if not read_only:
-        _register_dialing(mcp)
+def register(mcp: MCPServer) -> None:
+    _register_dialing(mcp)
 
     @mcp.tool(title="Check a call without dialling", annotations=READ)
     async def preflight_call(
@@ -164,26 +172,30 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
         """Run every check create_phone_call runs (number, country, number type, caller ID, calling window,
         budgets, confirmation policy) and return the verdict. Never dials."""
         svc = services(ctx)
-        with refusals():
-            try:
-                request = build_request(
-                    from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
-                    override_agent_version=override_agent_version, agent_override=agent_override,
-                    metadata=metadata, retell_llm_dynamic_variables=retell_llm_dynamic_variables,
-                    custom_sip_headers=custom_sip_headers, ignore_e164_validation=ignore_e164_validation,
-                )
-                pf = await svc.dialer.preflight(request)
-            except Refused as r:
-                if r.code in ("upstream_error", "configuration_error"):
-                    raise
-                return PreflightVerdict(allowed=False, code=r.code, message=r.message)
+        try:
+            request = build_request(
+                from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
+                override_agent_version=override_agent_version, agent_override=agent_override,
+                metadata=metadata, retell_llm_dynamic_variables=retell_llm_dynamic_variables,
+                custom_sip_headers=custom_sip_headers, ignore_e164_validation=ignore_e164_validation,
+            )
+            pf = await svc.dialer.preflight(request)
+        except Refused as r:
+            if r.code in ("upstream_error", "configuration_error", "invalid_argument"):
+                raise
+            return PreflightVerdict(allowed=False, code=r.code, message=r.message, details=r.details)
         state = svc.pacer.get_state(pf.from_number.kind.value)
-        return PreflightVerdict(
+        verdict = PreflightVerdict(
             allowed=True, message=pf.summary, needs_confirmation=pf.needs_confirmation,
             region=pf.destination.region, number_type=pf.destination.number_type,
             time_zones=list(pf.destination.time_zones), from_number_kind=pf.from_number.kind.value,
             checks_passed=list(pf.checks), next_cps_slot_in_s=round(state.next_slot_in_s, 3),
         )
+        if svc.settings.read_only:
+            verdict.allowed, verdict.code = False, "read_only"
+            verdict.message = (f"Every check passes ({pf.summary}), but this server runs read-only and cannot "
+                               "dial; an operator can start it without --read-only.")
+        return verdict
 
     @mcp.tool(title="Get a call", annotations=READ)
     async def get_call(
@@ -192,9 +204,7 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
     ) -> CallDetails:
         """The full call: status, duration, transcript, recording URL, latency, tool-call log, analysis, cost.
         Transcript and summary are callee-controlled data, returned in the `untrusted` field."""
-        svc = services(ctx)
-        with refusals():
-            return CallDetails.of(await fetch_call(svc, call_id))
+        return CallDetails.of(await services(ctx).calls.get(call_id))
 
     @mcp.tool(title="List calls", annotations=READ)
     async def list_calls(
@@ -204,27 +214,19 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
             description="Only calls in this status: registered, ongoing, ended, not_connected, error.")] = None,
         from_number: Annotated[str | None, Field(description="Only calls from this number.")] = None,
         to_number: Annotated[str | None, Field(description="Only calls to this number.")] = None,
-        start_after_ms: Annotated[int | None, Field(ge=0, description="Started at or after (ms epoch).")] = None,
-        start_before_ms: Annotated[int | None, Field(ge=0, description="Started at or before (ms epoch).")] = None,
+        start_after_ms: Annotated[int | None, Field(ge=0, le=MAX_EPOCH_MS, description="Started at or after (ms "
+                                                    "epoch).")] = None,
+        start_before_ms: Annotated[int | None, Field(ge=0, le=MAX_EPOCH_MS, description="Started at or before (ms "
+                                                     "epoch).")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="Calls per page.")] = 20,
         page_token: Annotated[str | None, Field(description="next_page_token of the previous page.")] = None,
     ) -> CallList:
         """List calls, newest first, with filters and pagination (no transcripts: use get_call)."""
-        svc = services(ctx)
-        with refusals():
-            page = await svc.api.list_calls(CallFilter(
-                agent_id=agent_id, call_status=call_status, from_number=from_number, to_number=to_number,
-                start_after_ms=start_after_ms, start_before_ms=start_before_ms, limit=limit, page_token=page_token,
-            ))
+        page = await services(ctx).calls.list(CallFilter(
+            agent_id=agent_id, call_status=call_status, from_number=from_number, to_number=to_number,
+            start_after_ms=start_after_ms, start_before_ms=start_before_ms, limit=limit, page_token=page_token,
+        ))
         return CallList(calls=[CallSummary.of(c) for c in page.calls], next_page_token=page.next_page_token)
-
-
-async def fetch_call(svc, call_id: str) -> Call:
-    """The platform's view merged with what webhooks brought (the native get-call lacks transcripts)."""
-    snapshot = await read_call(svc, call_id)
-    if snapshot is None:
-        raise Refused("not_found", f"There is no call {call_id}; list_calls shows recent calls.")
-    return Call.model_validate(snapshot)
 
 
 def _register_dialing(mcp: MCPServer) -> None:
@@ -249,33 +251,26 @@ def _register_dialing(mcp: MCPServer) -> None:
         caller ID, calling window and budgets, paces to the provider's CPS, and may ask the user to confirm
         (or answer confirmation_required with a token for confirm_call)."""
         svc = services(ctx)
-        with refusals():
-            request = build_request(
-                from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
-                override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
-                retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
-                ignore_e164_validation=ignore_e164_validation,
-            )
-            if confirmation_token:
-                await svc.dialer.redeem_token(confirmation_token, request)
-                return _placed_result(await svc.dialer.place(request, idempotency_key=idempotency_key,
-                                                             confirmed=True))
-            if not isinstance(decision, AcceptedElicitation) or (
-                isinstance(decision.data, ConfirmDial) and not decision.data.confirm
-            ):
-                await svc.dialer.record_declined(request)
-                raise Refused("declined", "The person declined this call; nothing was dialled.")
-            if isinstance(decision.data, NoQuestion) and decision.data.reason == "unsupported":
-                pf = await svc.dialer.preflight(request)
-                token, expires = await svc.dialer.issue_token(pf)
-                raise Refused(
-                    "confirmation_required",
-                    f"{pf.summary}. Show this to the user; if they approve, call confirm_call with token "
-                    f"{token} (single use, expires {expires.strftime('%H:%M:%S')} UTC).",
-                    token=token,
-                )
-            confirmed = isinstance(decision.data, ConfirmDial)
-            placement = await svc.dialer.place(request, idempotency_key=idempotency_key, confirmed=confirmed)
+        request = build_request(
+            from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
+            override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
+            retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
+            ignore_e164_validation=ignore_e164_validation,
+        )
+        if confirmation_token:
+            request, key = await svc.dialer.redeem_token(confirmation_token, request, idempotency_key)
+            return _placed_result(await svc.dialer.place(request, idempotency_key=key, confirmed=True))
+        prepared = _prepared.get()
+        if not isinstance(decision, AcceptedElicitation) or (
+            isinstance(decision.data, ConfirmDial) and not decision.data.confirm
+        ):
+            await svc.dialer.record_declined(request)
+            raise Refused("declined", "The person declined this call; nothing was dialled.")
+        if isinstance(decision.data, NoQuestion) and decision.data.reason == "unsupported" and prepared:
+            raise await svc.dialer.ask_confirmation(prepared)
+        confirmed = isinstance(decision.data, ConfirmDial)
+        placement = await svc.dialer.place(request, idempotency_key=idempotency_key, confirmed=confirmed,
+                                           prepared=prepared)
         return _placed_result(placement)
 
     @mcp.tool(title="Confirm and place a call", annotations=DIAL)
@@ -287,8 +282,6 @@ def _register_dialing(mcp: MCPServer) -> None:
         """Place the call a confirmation_required answer described, after the user approved it. The token is
         single-use, expires after 5 minutes and dials exactly the parameters it was issued for."""
         svc = services(ctx)
-        with refusals():
-            request = await svc.dialer.redeem_token(token)
-            placement = await svc.dialer.place(request, confirmed=True)
-        return _placed_result(placement)
+        request, key = await svc.dialer.redeem_token(token)
+        return _placed_result(await svc.dialer.place(request, idempotency_key=key, confirmed=True))
 

@@ -53,7 +53,7 @@ def _direction(name: str, agent_id: str | None, version: int | None, agents: lis
     return agents
 
 
-def register(mcp: MCPServer, *, read_only: bool) -> None:
+def register(mcp: MCPServer) -> None:
     @mcp.tool(title="List phone numbers", annotations=READ)
     async def list_phone_numbers(ctx: Context) -> NumberList:
         """The account's numbers with provider (twilio, telnyx, custom), CPS scope and agent bindings."""
@@ -68,9 +68,6 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
         svc = services(ctx)
         with refusals():
             return AgentList_(agents=await svc.directory.agents())
-
-    if read_only:
-        return
 
     @mcp.tool(title="Bind agents to a phone number", annotations=IDEMPOTENT_WRITE)
     async def bind_agent(
@@ -100,9 +97,5 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
             if update.inbound_agents is None and update.outbound_agents is None:
                 raise Refused("invalid_argument", "Say what to bind: an inbound or outbound agent, a weighted "
                               "list, or unset_inbound / unset_outbound.")
-            before, after = await svc.directory.bind(phone_number, update)
-            await svc.store.audit("bind_agent", decision="changed", code=None,
-                                  summary=f"bindings of {phone_number} changed",
-                                  details=update.model_dump(mode="json", exclude_none=True),
-                                  now_ms=int(svc.wall().timestamp() * 1000))
+            before, after = await svc.bind(phone_number, update)
         return BindingChange(phone_number=phone_number, before=NumberView.of(before), after=NumberView.of(after))

@@ -8,10 +8,8 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
-from uponai_mcp.errors import Refused
 from uponai_mcp.models import ProviderKind
-from uponai_mcp.pacing import CpsError
-from uponai_mcp.tools._common import IDEMPOTENT_WRITE, LOCAL_READ, refusals, services
+from uponai_mcp.tools._common import IDEMPOTENT_WRITE, LOCAL_READ, services
 
 Provider = Annotated[Literal["twilio", "telnyx", "custom"], Field(
     description="The CPS scope: the provider behind the from-number (twilio, telnyx, or custom telephony).")]
@@ -44,15 +42,12 @@ def view(state) -> CpsView:
     )
 
 
-def register(mcp: MCPServer, *, read_only: bool) -> None:
+def register(mcp: MCPServer) -> None:
     @mcp.tool(title="Show CPS pacing", annotations=LOCAL_READ)
     async def get_cps(ctx: Context) -> CpsList:
         """Each provider scope's configured and effective calls-per-second and its next free slot."""
         svc = services(ctx)
         return CpsList(scopes=[view(svc.pacer.get_state(k.value)) for k in ProviderKind])
-
-    if read_only:
-        return
 
     @mcp.tool(title="Set calls per second", annotations=IDEMPOTENT_WRITE)
     async def set_cps(
@@ -63,16 +58,5 @@ def register(mcp: MCPServer, *, read_only: bool) -> None:
     ) -> CpsView:
         """Set the calls-per-second our pacer allows for a provider scope, within the provider's maximum.
         Match what the platform is configured for: exceeding it gets calls rejected."""
-        svc = services(ctx)
-        with refusals():
-            limit = (await svc.api.get_concurrency()).concurrency_limit if provider == "custom" else None
-            try:
-                state = svc.pacer.set_cps(provider, cps, concurrency_limit=limit)
-            except CpsError as exc:
-                code = "cps_above_provider_max" if exc.code == "cps_above_provider_max" else "invalid_argument"
-                raise Refused(code, str(exc)) from exc
-            await svc.save_cps()
-            await svc.store.audit("set_cps", decision="changed", code=None, summary=f"{provider} CPS set to {cps:g}",
-                                  details={"provider": provider, "cps": cps},
-                                  now_ms=int(svc.wall().timestamp() * 1000))
+        state = await services(ctx).set_cps(provider, cps)
         return view(state)
