@@ -16,6 +16,7 @@ import math
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,24 @@ async def test_concurrent_callers_cannot_pass_a_cap_of_one(tmp_path: Path) -> No
                 tg.start_soon(one)
         assert sorted(codes) == ["budget_exceeded"] * 19 + ["placed"]
         assert len(await h.sandbox_calls()) == 1
+
+
+async def test_after_a_crash_an_attempt_still_waiting_for_its_slot_is_released(tmp_path: Path) -> None:
+    from uponai_mcp.store import Store
+
+    async with await Store.open(tmp_path / "uponai.db") as store:
+        for attempt_id, send_in_ms in (("att_waiting", 3_600_000), ("att_sent", -5_000)):
+            await store.create_attempt(attempt_id, idempotency_key=None, params_hash="h", request_json="{}",
+                                       from_number=TELNYX, to_number=TO, scope="telnyx")
+            now = int(time.time() * 1000)
+            await store.mark_attempt(attempt_id, "dialing", now_ms=now, send_at_ms=now + send_in_ms)
+        assert (await store.usage(TO)).to_destination_24h == 2
+    async with harness(tmp_path, max_attempts_per_destination_24h=2) as h:
+        # The one that never left is released, the one that may have left (and is not on the platform)
+        # failed; only the latter still counts, so one more call to the number is allowed.
+        await h.ok("create_phone_call", from_number=TELNYX, to_number=TO)
+        assert await h.refused("create_phone_call", from_number=TELNYX, to_number=TO) == "budget_exceeded"
+    with sqlite3.connect(tmp_path / "uponai.db") as conn:
+        rows = dict(conn.execute("SELECT attempt_id, state FROM attempts WHERE attempt_id LIKE 'att_%ing'"
+                                 " OR attempt_id = 'att_sent'").fetchall())
+    assert rows == {"att_waiting": "failed", "att_sent": "failed"}

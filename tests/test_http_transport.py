@@ -157,6 +157,12 @@ async def test_bad_host_is_421_and_bad_origin_is_403_before_auth(tmp_path):
             assert await status({"Host": "mcp.example.com.evil.com"}, token) == 421
             assert await status({"Origin": "http://evil.example.com"}, token) == 403
             assert await status({"Origin": "null"}, token) == 403
+            # userinfo, a path, or a port that is not a number never passes the loopback wildcard
+            for host in ("localhost:80@evil.com", "127.0.0.1:evil.com", "localhost:80/x", "[::1]:x", "a b"):
+                assert await status({"Host": host}, token) == 421, host
+            for origin in ("http://localhost:80@evil.com", "http://127.0.0.1:evil.com", "http://localhost/x",
+                           "http://user@localhost"):
+                assert await status({"Origin": origin}, token) == 403, origin
         assert await status({"Host": "mcp.example.com"}) == 200
         assert await status({"Host": "mcp.example.com:8443", "Origin": "https://mcp.example.com:8443"}) == 200
         assert await status({"Origin": "https://console.example.org"}) == 200

@@ -283,8 +283,9 @@ class Dialer:
             slot, first_slot = first_slot, None
             if slot is None:
                 slot = await self.pacer.reserve(scope, horizon_s=self.settings.pacing_horizon_s)
+                send_at_ms = self._now_ms() + int(max(0.0, slot.start - slot.reserved_at) * 1000)
                 try:
-                    await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms())
+                    await self.store.mark_attempt(attempt_id, "dialing", now_ms=self._now_ms(), send_at_ms=send_at_ms)
                 except BaseException:
                     self.pacer.release(slot)
                     raise
@@ -391,13 +392,21 @@ class Dialer:
                 await anyio.sleep(delay_s)
         return None
 
-    async def reconcile_pending(self, *, older_than_s: float = 0.0) -> int:
-        """At start-up: settle attempts a crash left in dialing/unknown; returns how many were found."""
+    async def reconcile_pending(self) -> int:
+        """At start-up: settle the attempts a crash left open; returns how many calls were found.
+
+        The previous process is gone, so whatever it sent has reached the platform by now: an attempt whose
+        call the platform does not know failed. One still waiting for its pacer slot (its send time is in the
+        future) never left at all, and stops counting against budgets."""
         found = 0
         for attempt in await self.store.attempts_in_state("dialing", "unknown"):
-            if await self.reconcile(attempt.attempt_id, tries=1) is not None:
+            if attempt.state == "dialing" and (attempt.dialed_at_ms or 0) > self._now_ms():
+                await self.store.mark_attempt(attempt.attempt_id, "failed", error_code="upstream_error",
+                                              error_message="interrupted while waiting for a pacer slot; never sent",
+                                              now_ms=self._now_ms(), unsent=True)
+            elif await self.reconcile(attempt.attempt_id, tries=1) is not None:
                 found += 1
-            elif self._now_ms() - attempt.created_at_ms > 3_600_000:
+            else:
                 await self.store.mark_attempt(attempt.attempt_id, "failed", error_code="outcome_unknown",
                                               error_message="never found on the platform", now_ms=self._now_ms())
         for attempt in await self.store.attempts_in_state("pending"):

@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterable
@@ -33,7 +34,9 @@ from typing import Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from uponai_mcp import __version__
@@ -173,6 +176,23 @@ def check_startup(settings: Settings, options: HttpOptions) -> None:
                     short, MIN_TOKEN_CHARS)
 
 
+# A Host is a name or bracketed IPv6 literal with an optional numeric port; an Origin is scheme://host[:port].
+# The SDK's `host:*` wildcard is a prefix match, so `localhost:80@evil.com` or `127.0.0.1:evil.com` would pass
+# it: anything with userinfo, a path or a port that is not a number is refused before the allowlist is asked.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_ORIGIN = re.compile(r"https?://" + _HOST.pattern)
+
+
+def _malformed_host_or_origin(scope: Scope) -> tuple[int, str] | None:
+    headers = Headers(scope=scope)
+    host, origin = headers.get("host"), headers.get("origin")
+    if host is not None and not _HOST.fullmatch(host):
+        return 421, "Invalid Host header"
+    if origin is not None and origin != "null" and not _ORIGIN.fullmatch(origin):
+        return 403, "Invalid Origin header"
+    return None
+
+
 class Gate:
     """The outermost ASGI layer: `/healthz`, then Host/Origin checks for everything but the exempt paths.
 
@@ -199,6 +219,10 @@ class Gate:
                 await self._health(scope, send)
                 return
             if path not in self.exempt:
+                malformed = _malformed_host_or_origin(scope)
+                if malformed is not None:
+                    await PlainTextResponse(malformed[1], status_code=malformed[0])(scope, receive, send)
+                    return
                 refusal = await self.checker.validate_request(Request(scope), is_post=False)
                 if refusal is not None:
                     await refusal(scope, receive, send)

@@ -112,8 +112,12 @@ class AttemptsMixin(StoreBase):
     async def mark_attempt(
         self, attempt_id: str, state: str, *, call_id: str | None = None, error_code: str | None = None,
         error_message: str | None = None, result_json: str | None = None, now_ms: int | None = None,
+        send_at_ms: int | None = None, unsent: bool = False,
     ) -> Attempt:
-        """Move an attempt along its state machine; raises NotFound / InvalidTransition."""
+        """Move an attempt along its state machine; raises NotFound / InvalidTransition.
+
+        `send_at_ms` (with dialing): when the request will leave, if later than now (it waits for a pacer
+        slot). `unsent` (with failed): the request never left, so the attempt stops counting against budgets."""
         if state not in ATTEMPT_STATES:
             raise ValueError(f"unknown attempt state {state!r}")
         now = now_or(now_ms)
@@ -131,10 +135,11 @@ class AttemptsMixin(StoreBase):
                 " error_code = CASE WHEN ? THEN ? ELSE COALESCE(?, error_code) END,"
                 " error_message = CASE WHEN ? THEN ? ELSE COALESCE(?, error_message) END,"
                 " result_json = COALESCE(?, result_json), updated_at_ms = ?,"
-                " dialed_at_ms = COALESCE(dialed_at_ms, CASE WHEN ? = 'dialing' THEN ? END)"
+                " dialed_at_ms = CASE WHEN ? THEN NULL"
+                " ELSE COALESCE(dialed_at_ms, CASE WHEN ? = 'dialing' THEN ? END) END"
                 " WHERE attempt_id = ?",
                 (state, call_id, placed, error_code, error_code, placed, error_message, error_message,
-                 result_json, now, state, now, attempt_id),
+                 result_json, now, unsent and state == "failed", state, max(now, send_at_ms or now), attempt_id),
             )
             return _get(conn, attempt_id)
 
