@@ -124,7 +124,7 @@ async def _embedded(stack: AsyncExitStack, settings: Any, args: argparse.Namespa
 
 
 async def _run(stack: AsyncExitStack, settings: Any, engine: Any, args: argparse.Namespace, suite: Any) -> int:
-    from uponai_mcp.evals import html, junit, plan
+    from uponai_mcp.evals import plan
     from uponai_mcp.evals.report import table
     from uponai_mcp.evals.service import EvalService
     from uponai_mcp.progress import Progress
@@ -176,12 +176,7 @@ async def _run(stack: AsyncExitStack, settings: Any, engine: Any, args: argparse
             bar.set(done, note=note)
 
         report = await service.execute(run_id, suite, items, report=progress)
-    if args.json:
-        Path(args.json).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    if args.junit:
-        Path(args.junit).write_text(junit.render(report), encoding="utf-8")
-    if args.html:
-        Path(args.html).write_text(html.render(report), encoding="utf-8")
+    write_reports(report, json_path=args.json, junit_path=args.junit, html_path=args.html)
     print(table(report.summary), flush=True)
     return EXIT_OK if report.summary.ok else EXIT_FAILED
 
@@ -204,3 +199,14 @@ async def _set_cps(svc: Any, scope: str | None, cps: int) -> str | None:
     except PacingError as exc:
         return str(exc)
     return None
+
+
+def write_reports(report: Any, *, json_path: str | None, junit_path: str | None, html_path: str | None) -> None:
+    from uponai_mcp.evals import html, junit
+
+    if json_path:
+        Path(json_path).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if junit_path:
+        Path(junit_path).write_text(junit.render(report), encoding="utf-8")
+    if html_path:
+        Path(html_path).write_text(html.render(report), encoding="utf-8")

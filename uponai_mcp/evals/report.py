@@ -148,8 +148,10 @@ def summarize(suite: Suite, results: list[ItemResult], *, total: int) -> Summary
         for vi, label in enumerate(labels):
             rs = [r for r in mine if r.variant_idx == vi]
             passed = sum(r.passed for r in rs)
+            # Flaky = the agent passed in some repeats and failed in others; a call never placed says nothing.
+            dialled = [r for r in rs if r.reason != REASON_REFUSED]
             per_variant.append(CaseVariantStat(variant=label, rate=stats.rate(passed, len(rs)),
-                                               flaky=0 < passed < len(rs)))
+                                               flaky=0 < passed < len(dialled)))
         failures = list(dict.fromkeys(itertools.chain.from_iterable(r.failures for r in mine)))
         cases.append(CaseStat(case=case.name, rate=stats.rate(sum(r.passed for r in mine), len(mine)),
                               flaky=any(v.flaky for v in per_variant), by_variant=per_variant,

@@ -41,6 +41,9 @@ MAX_WORKERS = 64  # items being checked and dialled at once (the pacer spaces th
 RECHECK_S = 5.0  # store re-read while waiting for an analysis when no change was announced
 NOT_CONNECTED_GRACE_S = 60.0  # a call that never connected may get no analysis: score it after this
 CONFIRM_TTL = timedelta(minutes=5)
+RECONCILE_TRIES = 3  # lookups by attempt tag of a try an earlier process left in flight
+RECONCILE_DELAY_S = 1.0
+_REDIAL_CODES = frozenset({"rate_limited", "outcome_unknown"})  # failed tries that are dialled again
 
 
 def resource_uri(run_id: str) -> str:
@@ -253,8 +256,21 @@ class EvalService:
         for n in range(MAX_KEY_TRIES):
             key = base if n == 0 else f"{base}#{n}"
             existing = await self.store.get_attempt_by_key(key)
-            if existing is not None and existing.state == "failed" and existing.dialed_at_ms is None:
-                continue  # that try never reached the platform: the next key may dial
+            if existing is not None and existing.state in ("pending", "dialing", "unknown"):
+                # Left in flight by an earlier process (each item runs once per process): settle it from the
+                # platform by its attempt tag before anything else. Found: that is the item's call.
+                call = await self.dialer.reconcile(existing.attempt_id, tries=RECONCILE_TRIES,
+                                                   delay_s=RECONCILE_DELAY_S)
+                if call is not None:
+                    return call.call_id
+                await self.store.mark_attempt(
+                    existing.attempt_id, "failed", error_code="outcome_unknown",
+                    error_message="not found on the platform by its attempt tag after a restart; dialled again",
+                    now_ms=self._now_ms())
+                continue
+            if existing is not None and existing.state == "failed" and (
+                    existing.dialed_at_ms is None or existing.error_code in _REDIAL_CODES):
+                continue  # that try provably never reached the platform (or was not found there): the next key
             try:
                 placement = await self.dialer.place(item.request, idempotency_key=key, confirmed=True,
                                                     source=f"eval:{run_id}")
