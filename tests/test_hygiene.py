@@ -61,10 +61,10 @@ TOOL_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("create_phone_call", {"from_number": TWILIO, "to_number": "+19005550123"}),  # premium rate
     ("create_phone_call", {"from_number": "+15555555555", "to_number": CALLEE}),  # not our number
     ("create_phone_call", {"from_number": TWILIO}),  # missing argument: validation error
-    ("confirm_call", {"confirmation_token": "not-a-token"}),
+    ("confirm_call", {"token": "not-a-token"}),  # confirmation_invalid
     ("get_call", {"call_id": "call_doesnotexist"}),
     ("list_calls", {"limit": 5}),
-    ("set_cps", {"scope": "twilio", "cps": 999}),
+    ("set_cps", {"provider": "twilio", "cps": 999}),  # cps_above_provider_max
     ("bind_agent", {"phone_number": "+15555555555", "outbound_agent_id": "agent_nope"}),
     ("get_batch", {"batch_id": "batch_nope"}),
     ("list_batches", {}),

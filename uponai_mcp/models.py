@@ -187,35 +187,35 @@ class CallRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     from_number: str = Field(
-        description="Caller ID: a number of this account in E.164 (e.g. +14155550100) that has an outbound agent, "
-        "or any of its numbers when override_agent_id is given.",
+        description="Caller ID: an E.164 number of this account with an outbound agent (any of its numbers with "
+        "override_agent_id).",
         min_length=1, max_length=64,
     )
     to_number: str = Field(
-        description="Number to call in E.164: '+', country code, digits, nothing else (e.g. +14155552671).",
+        description="Number to call, E.164 (e.g. +14155552671).",
         min_length=1, max_length=64,
     )
     override_agent_id: str | None = Field(
         None, max_length=128,
-        description="Use this agent for this call only instead of the number's outbound agent.",
+        description="Agent for this call instead of the number's outbound agent.",
     )
     override_agent_version: int | None = Field(
-        None, ge=0, description="Agent version to use for this call; the latest when omitted."
+        None, ge=0, description="Agent version; latest when omitted."
     )
     agent_override: AgentOverride | None = Field(
-        None, description="One-call overrides of agent, retell_llm or conversation_flow settings."
+        None, description="Overrides for this call only."
     )
     metadata: dict[str, Any] | None = Field(
-        None, description="Your own data stored with the call and echoed in webhooks (max 50 kB)."
+        None, description="Your data, stored with the call and echoed in webhooks (max 50 kB)."
     )
     retell_llm_dynamic_variables: dict[str, str] | None = Field(
-        None, description="Values for {{placeholders}} in the agent's prompt; all values must be strings.",
+        None, description="String values for {{placeholders}} in the agent's prompt.",
     )
     custom_sip_headers: dict[str, str] | None = Field(
-        None, description="Extra SIP headers sent with the call; every name must start with 'X-'."
+        None, description="Extra SIP headers; names start with 'X-'."
     )
     ignore_e164_validation: bool = Field(
-        False, description="Skip E.164 checks of from_number; only for custom-telephony (imported) numbers."
+        False, description="Skip E.164 checks of from_number (custom telephony only)."
     )
 
     @field_validator("custom_sip_headers")

@@ -139,6 +139,9 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             if key == "properties":  # property names are data, not keywords: walk only their schemas
                 out[key] = {name: walk(sub) for name, sub in value.items()}
+            elif key == "items" and isinstance(value, dict) and "description" in node:
+                # the array says what its items are; the item model's docstring would say it again
+                out[key] = walk({k: v for k, v in value.items() if k != "description"})
             elif key == "description":
                 out[key] = one_line(value)
             else:
