@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -25,7 +24,7 @@ from uponai_mcp.api import errors as api_errors
 from uponai_mcp.config import Settings
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.errors import Refused, from_api_error
-from uponai_mcp.store import ConfirmationRejected, Store
+from uponai_mcp.store import Store
 from uponai_mcp.store.evals import EvalRunRow, EvalRuns
 
 from . import plan
@@ -40,7 +39,6 @@ MAX_KEY_TRIES = 6  # next keys of one item after tries that never reached the pl
 MAX_WORKERS = 64  # items being checked and dialled at once (the pacer spaces them)
 RECHECK_S = 5.0  # store re-read while waiting for an analysis when no change was announced
 NOT_CONNECTED_GRACE_S = 60.0  # a call that never connected may get no analysis: score it after this
-CONFIRM_TTL = timedelta(minutes=5)
 RECONCILE_TRIES = 3  # lookups by attempt tag of a try an earlier process left in flight
 RECONCILE_DELAY_S = 1.0
 _REDIAL_CODES = frozenset({"rate_limited", "outcome_unknown"})  # failed tries that are dialled again
@@ -151,20 +149,20 @@ class EvalService:
 
     # --- confirmation tokens (clients without elicitation) ---------------------------------------
 
-    async def issue_token(self, suite: Suite, summary: str) -> tuple[str, datetime]:
-        token = "cfm_" + secrets.token_urlsafe(18)
-        expires = self.wall() + CONFIRM_TTL
-        await self.store.create_confirmation(_hash(token), suite_hash(suite), suite.model_dump_json(), summary,
-                                             int(expires.timestamp() * 1000), now_ms=self._now_ms())
-        return token, expires
+    async def ask_confirmation(self, suite: Suite, items: list[Item], checked: Checked) -> Refused:
+        """A single-use token bound to this exact suite, as the refusal to answer (run_eval again with it)."""
+        summary = (f"Evaluation {suite.name!r}: {len(items)} calls ({len(suite.cases)} case(s), "
+                   f"{len(suite.variant_list())} variant(s)), e.g. {checked.summary}")
+        issued = await self.dialer.confirmations.issue("eval", params_hash=suite_hash(suite, items),
+                                                       request_json=suite.model_dump_json(), summary=summary)
+        return Refused(
+            "confirmation_required",
+            f"{summary}. Every call rings a real phone and costs money. Show this to the user; if they approve, "
+            f"call run_eval again with the same suite and confirm_token {issued.token} (single use, expires "
+            f"{issued.expires_at.strftime('%H:%M:%S')} UTC). Nothing was dialled.", **issued.details())
 
-    async def redeem_token(self, token: str, suite: Suite) -> None:
-        try:
-            await self.store.consume_confirmation(_hash(token.strip()), now_ms=self._now_ms(),
-                                                  params_hash=suite_hash(suite))
-        except ConfirmationRejected as exc:
-            raise Refused("confirmation_invalid", f"That confirmation token is not valid ({exc}); call run_eval "
-                                                  "without it for a new one.") from exc
+    async def redeem(self, token: str, suite: Suite, items: list[Item]) -> None:
+        await self.dialer.confirmations.redeem("eval", token, params_hash=suite_hash(suite, items))
 
     # --- runs -------------------------------------------------------------------------------------
 
@@ -369,12 +367,9 @@ def _locate(item: Item, code: str) -> tuple[str | None, str]:
     return item.case.name, "to_number"
 
 
-def suite_hash(suite: Suite) -> str:
-    return hashlib.sha256(suite.model_dump_json().encode()).hexdigest()
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def suite_hash(suite: Suite, items: list[Item]) -> str:
+    """What a confirmation approves: the suite and how many calls it makes (a --repeat changes that)."""
+    return hashlib.sha256(f"{len(items)}:{suite.model_dump_json()}".encode()).hexdigest()
 
 
 def _iso(ms: int) -> str:
