@@ -2,19 +2,30 @@
 
 It launches `uponai-mcp serve` on the embedded sandbox (no phone rings, nothing is spent), then
 walks through: numbers, bindings (with an A/B split), CPS, a refused and an allowed preflight, a
-call followed through its webhook events to the analysis, and the transcript. Exit 0 = all worked.
+call followed through its webhook events to the analysis, the transcript, and a small batch followed
+with a progress bar (stderr). With chromium installed it saves screenshots of the call and batch
+monitors (the MCP Apps) to `--screenshots DIR` (default `uponai-demo-screenshots`). Exit 0 = all worked.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import tempfile
+from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
+
+from uponai_mcp.apps import BATCH_APP, CALL_APP
+from uponai_mcp.apps.browser import find_chromium
+from uponai_mcp.apps.host import AppHost
+from uponai_mcp.progress import Progress
 
 TWILIO, TELNYX = "+14155550100", "+14155550101"
 CALLEE = "+14155552671"
@@ -32,10 +43,10 @@ def step(n: int, title: str) -> None:
     say(f"\n{n}. {title}")
 
 
-async def tool(client: Client, name: str, **args: Any) -> dict:
-    result = await client.call_tool(name, args)
+async def tool(client: Client, tool_name: str, /, **args: Any) -> dict:
+    result = await client.call_tool(tool_name, args)
     if result.is_error:
-        raise DemoFailed(f"{name} failed: {result.content[0].text}")
+        raise DemoFailed(f"{tool_name} failed: {result.content[0].text}")
     return result.structured_content
 
 
@@ -46,7 +57,7 @@ async def refusal(client: Client, name: str, **args: Any) -> str:
     return result.content[0].text.split(": ", 1)[1]
 
 
-async def walkthrough(client: Client) -> None:
+async def walkthrough(client: Client) -> str:
     step(1, "The account's phone numbers (list_phone_numbers)")
     for n in (await tool(client, "list_phone_numbers"))["numbers"]:
         outbound = ", ".join(a["agent_id"] for a in n["outbound_agents"]) or "none"
@@ -116,9 +127,70 @@ async def walkthrough(client: Client) -> None:
     say(f"   summary: {call['untrusted']['call_summary']} (sentiment {call['user_sentiment']})")
     if "Ada" not in (call["untrusted"]["transcript"] or ""):
         raise DemoFailed("the transcript does not carry the dynamic variable")
+    return call_id
 
 
-async def run() -> int:
+BATCH = ["+14155552001", "+14155552002", "+14155552003", "+14155552005", "+14155552006", "+19005550123"]
+
+
+async def batch(client: Client, host: AppHost | None, shots: Path | None) -> str:
+    step(8, "A batch of calls, followed to the end (create_batch_call, wait_for_batch)")
+    args = {"from_number": TWILIO, "name": "demo batch", "tasks": [{"to_number": n} for n in BATCH]}
+    result = await client.call_tool("create_batch_call", args)
+    if result.is_error:
+        raise DemoFailed(f"create_batch_call failed: {result.content[0].text}")
+    created = result.structured_content
+    batch_id = created["batch_id"]
+    say(f"   {batch_id}: {len(created['accepted'])} accepted, {len(created['refused'])} refused")
+    for r in created["refused"]:
+        say(f"   refused {r['to_number']}: {r['code']}")
+    async with anyio.create_task_group() as tg:
+        if host is not None and shots is not None:  # the monitor follows the batch while it runs
+            tg.start_soon(capture, host, shots / "batch.png", BATCH_APP, "create_batch_call", args, result)
+        view = await follow_batch(client, batch_id)
+    say("   " + ", ".join(f"{n} {state}" for state, n in sorted(view["counts"].items())) +
+        f"; {view.get('ended')} calls ended")
+    return batch_id
+
+
+async def follow_batch(client: Client, batch_id: str) -> dict:
+    """wait_for_batch until every call has ended, with a progress bar on stderr."""
+    with Progress(len(BATCH), "batch tasks settled") as bar:
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            bar.set(min(int(done), bar.total), note=message)
+
+        for _ in range(20):  # each wait returns within its timeout; a few rounds cover a slow machine
+            waited = await client.call_tool("wait_for_batch", {"batch_id": batch_id, "until": "ended",
+                                                                "timeout_s": 30}, progress_callback=progress)
+            if waited.is_error:
+                raise DemoFailed(f"wait_for_batch failed: {waited.content[0].text}")
+            if waited.structured_content["finished"]:
+                bar.set(bar.total)
+                return waited.structured_content["batch"]
+    raise DemoFailed("the batch did not finish")
+
+
+async def capture(host: AppHost, path: Path, uri: str, tool_name: str, args: dict[str, Any],
+                  result: CallToolResult) -> None:
+    """Show `result` in the app at `uri` as an Apps host would, let it follow to the end, and save a PNG."""
+    html = (await host.client.read_resource(uri)).contents[0].text
+    await host.show(html, tool=tool_name, arguments=args, result=result)
+    await host.until("document.body.dataset.state === 'done'", within_s=120)
+    await host.screenshot(path)
+    say(f"   monitor {uri} -> {path}")
+
+
+async def open_monitor(stack: AsyncExitStack, client: Client, shots: Path | None) -> AppHost | None:
+    """A headless Chromium showing the MCP Apps, when screenshots are wanted and a browser is installed."""
+    if shots is None:
+        return None
+    if find_chromium() is None:
+        say("   (no chromium on this machine: no screenshots of the call and batch monitors)")
+        return None
+    return await stack.enter_async_context(AppHost(client, width=420))
+
+
+async def run(shots: Path | None) -> int:
     with tempfile.TemporaryDirectory(prefix="uponai-demo-") as data_dir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UPONAI_")}
         env.update(UPONAI_SANDBOX="1", UPONAI_SANDBOX_SPEED="10", UPONAI_DATA_DIR=data_dir,
@@ -131,7 +203,14 @@ async def run() -> int:
                 async with Client(params) as client:
                     tools = await client.list_tools()
                     say(f"   connected; {len(tools.tools)} tools: {', '.join(sorted(t.name for t in tools.tools))}")
-                    await walkthrough(client)
+                    async with AsyncExitStack() as stack:
+                        host = await open_monitor(stack, client, shots)
+                        call_id = await walkthrough(client)
+                        if host is not None and shots is not None:
+                            args = {"call_id": call_id}
+                            await capture(host, shots / "call.png", CALL_APP, "get_call", args,
+                                          await client.call_tool("get_call", args))
+                        await batch(client, host, shots)
         except DemoFailed as exc:
             say(f"\nDEMO FAILED: {exc}")
             return 1
@@ -140,4 +219,9 @@ async def run() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return anyio.run(run)
+    parser = argparse.ArgumentParser(prog="uponai-mcp demo", description="The guide end to end on the sandbox.")
+    parser.add_argument("--screenshots", type=Path, default=Path("uponai-demo-screenshots"), metavar="DIR",
+                        help="where to save screenshots of the call and batch monitors (needs chromium)")
+    parser.add_argument("--no-screenshots", action="store_true", help="skip the screenshots")
+    args = parser.parse_args(argv)
+    return anyio.run(run, None if args.no_screenshots else args.screenshots)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +189,19 @@ class Chromium:
                 return self.send("Target.attachToTarget", targetId=info["targetId"], flatten=True)["sessionId"]
         raise BrowserError("the page has no child frame")
 
-    def screenshot(self, path: Path, *, full_page: bool = True) -> Path:
-        params: dict[str, Any] = {"format": "png"}
+    def screenshot(self, path: Path, *, full_page: bool = True, settle_s: float = 0.4) -> Path:
+        """A PNG of the page. For the full page the viewport is first grown to the content's height (an app
+        frame runs in its own process and is only painted inside the viewport), then restored."""
+        width, height = self.width, self.height
         if full_page:
-            metrics = self.page("Page.getLayoutMetrics")["cssContentSize"]
-            params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": max(self.height, metrics["height"]),
-                              "scale": 1}
-            params["captureBeyondViewport"] = True
-        data = self.page("Page.captureScreenshot", **params)["data"]
+            content = self.page("Page.getLayoutMetrics")["cssContentSize"]["height"]
+            self.resize(width, max(height, int(content) + 1))
+        time.sleep(settle_s)  # let the resized frames lay out and paint
+        try:
+            data = self.page("Page.captureScreenshot", format="png")["data"]
+        finally:
+            if full_page:
+                self.resize(width, height)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path

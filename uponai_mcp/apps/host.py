@@ -96,5 +96,5 @@ class AppHost:
         await to_thread.run_sync(self.browser.resize, width, height or self.browser.height)
 
     async def screenshot(self, path: Path) -> Path:
-        await anyio.sleep(0.3)  # let the app report its new size and the host frame follow it
+        await anyio.sleep(0.2)  # let the app report its new size and the host frame follow it
         return await to_thread.run_sync(self.browser.screenshot, path)
