@@ -24,6 +24,7 @@ from uponai_mcp.config import SANDBOX_API_KEY, Settings
 from uponai_mcp.dialer import Dialer
 from uponai_mcp.directory import Directory
 from uponai_mcp.errors import Refused
+from uponai_mcp.evals.service import EvalService
 from uponai_mcp.events.feed import Feed
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.events.poller import Poller
@@ -52,6 +53,7 @@ class Services:
     webhook_url: str | None = None  # where the standalone receiver listens (None: no listener)
     poller: Poller | None = None
     batches: BatchService | None = None  # batch outreach; its runner runs for the server's lifetime
+    evals: EvalService | None = None  # agent evaluations (run_eval); background runs live as long as the server
     calls: CallReader = None  # type: ignore[assignment]  # reading and waiting for calls
 
     def __post_init__(self) -> None:
@@ -175,6 +177,8 @@ async def build_services(
         # After reconcile_pending: the runner resumes unfinished batches from the settled ledger.
         services.batches = await stack.enter_async_context(
             BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
+        services.evals = await stack.enter_async_context(
+            EvalService(settings, dialer, store, feed=feed, wall=wall, publish=feed.resource_changed).running())
         yield ServiceHub(services=services)
 
 

@@ -13,7 +13,8 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from . import plan
 from .plan import Item
 from .report import REASON_REFUSED, REASON_TIMEOUT, EvalReport, ItemResult, Summary, item_result, summarize
 from .suite import Problem, Suite
+from .views import EvalRunBrief, EvalRunView
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +317,16 @@ class EvalService:
     async def summary(self, run_id: str, suite: Suite, total: int) -> Summary:
         return summarize(suite, await self.results(run_id), total=total)
 
+    async def view(self, run_id: str, *, results: str = "failed", limit: int = 100) -> EvalRunView:
+        row, suite, items = await self.load_run(run_id)
+        every = sorted(await self.results(run_id), key=lambda r: (r.case_idx, r.variant_idx, r.repeat))
+        chosen = [] if results == "none" else [r for r in every if results == "all" or not r.passed]
+        return EvalRunView(**EvalRunBrief.of(row).model_dump(), summary=summarize(suite, every, total=len(items)),
+                           results=chosen[:limit], results_total=len(chosen))
+
+    async def list(self, limit: int = 20) -> list[EvalRunBrief]:
+        return [EvalRunBrief.of(row) for row in await self.runs.list(limit)]
+
     async def report(self, run_id: str) -> EvalReport:
         row, suite, items = await self.load_run(run_id)
         results = sorted(await self.results(run_id), key=lambda r: (r.case_idx, r.variant_idx, r.repeat))
@@ -339,23 +351,31 @@ class EvalService:
 
     async def wait(self, run_id: str, timeout_s: float, report: Report | None = None) -> bool:
         """Wait until a background run finishes (True) or the timeout (False), reporting progress."""
+        reported = -1
         with anyio.move_on_after(timeout_s):
             while True:
                 live = self._live.get(run_id)
+                changed = live.changed if live is not None else None
                 row = await self.runs.get(run_id)
-                if row is None or row.status != "running" or live is None:
+                if live is not None and report is not None and live.done > reported:  # progress only increases
+                    reported = live.done
+                    await report(live.done, live.total, f"{live.done}/{live.total} calls scored")
+                if row is None or row.status != "running" or changed is None:
                     return True
-                changed = live.changed
-                if report is not None:
-                    await report(live.done, live.total, f"{live.done}/{live.total} scored")
-                await changed.wait()
+                with anyio.move_on_after(RECHECK_S):
+                    await changed.wait()
         return False
 
-    async def run_forever(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[EvalService]:
+        """Background runs (run_eval) live in this block; leaving it interrupts them (resumable)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
+            try:
+                yield self
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
 
 
 def _locate(item: Item, code: str) -> tuple[str | None, str]:

@@ -2,7 +2,7 @@
 
 from mcp.server import MCPServer
 
-from uponai_mcp.tools import batches, calls, numbers, pacing, waiting
+from uponai_mcp.tools import batches, calls, evals, numbers, pacing, waiting
 
 
 def register_all(mcp: MCPServer) -> None:
@@ -13,3 +13,4 @@ def register_all(mcp: MCPServer) -> None:
     pacing.register(mcp)
     waiting.register(mcp)
     batches.register(mcp)
+    evals.register(mcp)
