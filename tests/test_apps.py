@@ -201,3 +201,36 @@ async def test_batch_app_shows_progress_chart_and_the_refused_and_failed_tasks(t
         png = await host.screenshot(shot_path(tmp_path, "batch-app"))
         assert png.stat().st_size > 10_000
         await host.resize(480, 900)
+
+
+EVAL_STAGE = Path(__file__).parent / "fixtures" / "eval_sandbox.json"
+
+
+@needs_browser
+async def test_batch_app_follows_an_evaluation_run_to_its_failed_checks(tmp_path, browser):
+    stage = SandboxConfig(speed=200, seed=2, fixture=EVAL_STAGE, cps={"custom": 20}, concurrency_limit=1000)
+    async with harness(tmp_path, sandbox=stage, dialect="retell", max_attempts_per_destination_24h=100) as h:
+        if "run_eval" not in {t.name for t in (await h.client.list_tools()).tools}:
+            pytest.skip("no evaluation tools in this build")
+        await h.ok("set_cps", provider="custom", cps=20)
+        suite = {"name": "app-eval", "from_number": "+14155550102", "repeat": 2, "timeout_s": 30,
+                 "variants": [{"agent_id": "agent_sales", "version": 2}],  # v2 is slow in the fixture
+                 "cases": [{"name": "stays fast", "to_number": "+12125550102", "expect": {"max_latency_p50_ms": 1200}},
+                           {"name": "voicemail", "to_number": "+12125550104", "expect": {"in_voicemail": True}}]}
+        started = await h.call("run_eval", suite=suite)
+        assert not started.is_error, started.content[0].text
+        run_id = started.structured_content["run_id"]
+        async with AppHost(h.client, browser=browser) as host:
+            await host.show(await app_html(h.client, BATCH_APP), tool="run_eval", arguments={"suite": suite},
+                            result=started)
+            await host.until(DONE, within_s=60)
+            run = await h.ok("get_eval_run", run_id=run_id)
+            dom = await host.query("""({
+              status: document.querySelector('[data-field=status]').textContent,
+              counts: Object.fromEntries([...document.querySelectorAll('.counts li')].map((li) => [li.dataset.state, Number(li.querySelector('b').textContent)])),
+              problems: [...document.querySelectorAll('li.problem')].map((li) => li.textContent),
+            })""")
+        assert dom["status"] == run["status"] == "completed"
+        assert dom["counts"] == {"passed": 2, "failed": 2} == {"passed": run["passed"], "failed": run["scored"] - run["passed"]}
+        assert len(dom["problems"]) == 2 and all("stays fast" in p and "max_latency_p50_ms" in p for p in dom["problems"])
+        assert "tools/call get_eval_run" in host.served

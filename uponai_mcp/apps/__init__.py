@@ -21,6 +21,7 @@ BINDINGS: dict[str, str] = {
     "get_call": CALL_APP, "wait_for_call": CALL_APP, "create_phone_call": CALL_APP, "confirm_call": CALL_APP,
     "create_batch_call": BATCH_APP, "confirm_batch": BATCH_APP, "get_batch": BATCH_APP, "list_batches": BATCH_APP,
     "wait_for_batch": BATCH_APP, "cancel_batch": BATCH_APP, "run_eval": BATCH_APP, "get_eval_run": BATCH_APP,
+    "list_eval_runs": BATCH_APP,
 }
 
 
