@@ -100,15 +100,18 @@ def _histogram(name: str, series: list[tuple[str, Distribution]], unit: str, bin
     return "".join(out)
 
 
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _result_row(r: ItemResult) -> str:
     failed = [c for c in r.checks if not c.passed]
     detail = "".join(f"<li><code>{_e(c.message)}</code></li>" for c in failed)
     outcome = '<span class="ok">pass</span>' if r.passed else f'<span class="bad">{_e(r.reason)}</span>'
     body = f"<details><summary>{len(failed)} failed</summary><ul>{detail}</ul></details>" if failed else ""
     return (f"<tr><td>{_e(r.case)}</td><td>{_e(r.variant)}</td><td class=num>{r.repeat + 1}</td><td>{outcome}"
-            f"{body}</td><td>{_e(r.status or '-')}</td><td class=num>{_e(r.duration_s if r.duration_s is not None else '-')}"
-            f"</td><td class=num>{_e(r.latency_p50_ms if r.latency_p50_ms is not None else '-')}</td>"
-            f"<td class=num>{_e(r.cost_cents if r.cost_cents is not None else '-')}</td>"
+            f"{body}</td><td>{_e(r.status or '-')}</td><td class=num>{_num(r.duration_s, 1)}</td>"
+            f"<td class=num>{_num(r.latency_p50_ms, 0)}</td><td class=num>{_num(r.cost_cents, 2)}</td>"
             f"<td><code>{_e(r.call_id or '-')}</code></td></tr>")
 
 
