@@ -22,8 +22,10 @@ from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
 
 SuiteArg = Annotated[dict[str, Any], Field(description=(
-    "The suite: {name, from_number, repeat?, timeout_s?, variants?: [{agent_id, version?}], cases: [{name, "
-    "to_number, dynamic_variables?, metadata?, expect?}]} (README: Agent evaluations)."))]
+    "{name, from_number, repeat?, variants?: [{agent_id, version?}], cases: [{name, to_number, dynamic_variables?, "
+    "metadata?, expect?}]}; expect keys: status, disconnection_reason, call_successful, in_voicemail, "
+    "transcript_contains, transcript_not_contains, tool_called, max_duration_s, max_latency_p50_ms, "
+    "custom_analysis."))]
 RunId = Annotated[str, Field(min_length=1, max_length=64, description="The run id, e.g. eval_3f2a...")]
 
 
@@ -90,7 +92,7 @@ def register(mcp: MCPServer) -> None:
         confirm_token: Annotated[str | None, Field(max_length=200, description=(
             "Token from a confirmation_required answer, after the user approved."))] = None,
     ) -> EvalStarted:
-        """Place a suite's calls (case x repeat x variant) paced, score each analyzed call; returns a run id."""
+        """Place an evaluation suite's calls (case x repeat x variant) and score each analyzed call; returns a run id."""
         evals = _evals(ctx)
         with refusals():
             parsed, items = _parse(suite, repeat)
