@@ -92,6 +92,11 @@ def bad_calls(tools: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
                 cases.append((tool.name, f"{name} out of range {str(value)[:20]}", {**base, name: value}))
             if schema.get("type") == "object":
                 cases.append((tool.name, f"{name} too deep", {**base, name: _deep(50)}))
+                if schema.get("additionalProperties") is False:
+                    cases.append((tool.name, f"{name} unknown nested key", {**base, name: {"zz_unknown": 1}}))
+            items = schema.get("items") or {}
+            if schema.get("type") == "array" and items.get("additionalProperties") is False:
+                cases.append((tool.name, f"{name}[0] unknown key", {**base, name: [{"zz_unknown": 1}]}))
     return cases
 
 

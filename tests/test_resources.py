@@ -66,7 +66,9 @@ async def test_resources_templates_and_capabilities(tmp_path):
     async with embedded(tmp_path) as client:
         listed = {r.uri: r for r in (await client.list_resources()).resources}
         assert STATIC <= set(listed)
-        assert all(r.mime_type == "application/json" and r.title for r in listed.values())
+        data = [r for uri, r in listed.items() if not str(uri).startswith("ui://")]  # ui:// are the MCP Apps
+        assert all(r.mime_type == "application/json" and r.title for r in data)
+        assert all(r.mime_type == "text/html;profile=mcp-app" for uri, r in listed.items() if str(uri).startswith("ui://"))
         templates = {t.uri_template: t for t in (await client.list_resource_templates()).resource_templates}
         assert {"uponai://calls/{call_id}", "uponai://calls/{call_id}/events"} <= set(templates)
         caps = client.server_capabilities.resources

@@ -388,9 +388,9 @@ class WeightedAgent(BaseModel):
     """One agent of a direction's list; the weights of a list sum to 1 (A/B split)."""
 
     model_config = ConfigDict(extra="ignore")
-    agent_id: str = Field(min_length=1, max_length=128, description="Agent id, e.g. agent_sales.")
-    agent_version: int | None = Field(None, ge=0, description="Pinned agent version; latest when omitted.")
-    weight: float = Field(1.0, gt=0, le=1, description="Share of calls for this agent, 0-1; a list sums to 1.")
+    agent_id: str = Field(min_length=1, max_length=128)
+    agent_version: int | None = Field(None, ge=0)
+    weight: float = Field(1.0, gt=0, le=1, description="Share of calls; a list sums to 1.")
 
 
 WEIGHT_TOLERANCE = 1e-6

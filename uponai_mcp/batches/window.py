@@ -30,10 +30,8 @@ class TimeRange(BaseModel):
     """One daily window [start, end) in minutes since local midnight (09:00-17:00 is 540-1020)."""
 
     model_config = ConfigDict(extra="forbid")
-    start: Annotated[int, Field(ge=0, le=1439, description="Minutes since local midnight when calling may "
-                                "start (inclusive), 0-1439; 540 = 09:00.")]
-    end: Annotated[int, Field(ge=1, le=1440, description="Minutes since local midnight when calling stops "
-                              "(exclusive), 1-1440; 1020 = 17:00, 1440 = midnight.")]
+    start: Annotated[int, Field(ge=0, le=1439, description="Start, minutes after local midnight (540 = 09:00).")]
+    end: Annotated[int, Field(ge=1, le=1440, description="End (exclusive), minutes after local midnight.")]
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeRange:
@@ -51,12 +49,11 @@ class CallTimeWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     windows: Annotated[list[TimeRange], Field(min_length=1, max_length=48, description=(
-        "Daily windows [{start, end}] in minutes since local midnight, half-open; e.g. "
-        "[{start: 540, end: 720}, {start: 780, end: 1020}] = 09:00-12:00 and 13:00-17:00."))]
+        "Daily windows, e.g. [{start: 540, end: 1020}] = 09:00-17:00."))]
     day: Annotated[list[Day] | None, Field(None, min_length=1, max_length=7, description=(
-        "Weekdays the windows apply to (Monday..Sunday); every day when omitted."))]
+        "Weekdays (Monday..Sunday); every day when omitted."))]
     timezone: Annotated[str, Field(DEFAULT_TIMEZONE, min_length=1, max_length=64, description=(
-        "IANA time zone of the windows, e.g. America/New_York (default America/Los_Angeles)."))]
+        "IANA time zone, e.g. America/New_York."))]
 
     @field_validator("timezone")
     @classmethod

@@ -46,21 +46,19 @@ class BatchTaskSpec(BaseModel):
 
 
 FromNumber = Annotated[str, Field(min_length=1, max_length=64, description=(
-    "Caller ID for every call of the batch: a number of this account in E.164 with an outbound agent (or any "
-    "of its numbers when every task gives override_agent_id)."))]
+    "Caller ID for every call: an E.164 number of this account with an outbound agent."))]
 Tasks = Annotated[list[BatchTaskSpec] | None, Field(None, max_length=MAX_TASKS, description=(
     f"The calls, one task per callee (at most {MAX_TASKS:,}). Give this or tasks_csv."))]
 TasksCsv = Annotated[str | None, Field(None, max_length=MAX_CSV_BYTES, description=(
-    "The calls as CSV text, like the dashboard's batch file: a header row with a phone number column "
-    "('phone number', phone_number or to_number); optional columns 'override agent id', 'override agent "
-    "version', metadata (JSON), custom_sip_headers (JSON), 'ignore e164 validation'; any other column is a "
-    "dynamic variable. Give this or tasks."))]
+    "The calls as CSV like the dashboard's batch file: a phone_number (or to_number) column; optional "
+    "override_agent_id, override_agent_version, metadata (JSON), custom_sip_headers (JSON), "
+    "ignore_e164_validation; other columns are dynamic variables. Give this or tasks."))]
 Name = Annotated[str | None, Field(None, max_length=200, description="A name for the batch.")]
 ScheduledAt = Annotated[str | None, Field(None, max_length=64, description=(
     "When to start, ISO 8601 with an offset (e.g. 2026-11-23T09:00:00-05:00); now when omitted."))]
 Window = Annotated[CallTimeWindow | None, Field(None, description=(
-    "When calls may be placed: weekly windows in an IANA time zone (Retell's call_time_window). Any time when "
-    "omitted; the callee-local calling window of the server's policy applies in every case."))]
+    "Weekly windows when calls may be placed (Retell's call_time_window); the server's callee-local calling "
+    "window applies as well."))]
 WaitS = Annotated[float, Field(0, ge=0, le=600, description=(
     "Wait up to this many seconds for every task to be dialled, with progress notifications; 0 = return now."))]
 BatchId = Annotated[str, Field(min_length=1, max_length=64, description="The batch id, e.g. batch_3f2a...")]
@@ -148,8 +146,7 @@ def register(mcp: MCPServer) -> None:
         tasks_offset: Annotated[int, Field(ge=0, description="Skip this many tasks.")] = 0,
         tasks_limit: Annotated[int, Field(ge=0, le=1000, description="Tasks to list.")] = 100,
     ) -> BatchView:
-        """A batch's status and counts, with a page of its tasks: each task's state (pending, dialing, placed,
-        refused, cancelled, failed, unknown), refusal code, call id and the call's final status."""
+        """A batch's status and counts with a page of its tasks (state, refusal code, call id, final status)."""
         with refusals():
             return await _batches(ctx).view(batch_id, state=task_state, offset=tasks_offset, limit=tasks_limit)
 
@@ -205,11 +202,10 @@ def _register_mutating(mcp: MCPServer) -> None:
         call_time_window: Window = None,
         wait_s: WaitS = 0,
     ) -> Annotated[CallToolResult, BatchCreated]:
-        """Place many outbound calls with an AI voice agent, paced to the provider's CPS, inside a weekly
-        calling window. Every call rings a real person and costs money: only when the user asked for this
-        batch. Each task is checked like create_phone_call; the answer lists the accepted tasks and each refused
-        one with its code. The batch may need the user's confirmation (confirmation_required gives a token for
-        confirm_batch). Follow it with get_batch, wait_for_batch or the uponai://batches/{id} resource."""
+        """Place many outbound calls, paced to the provider's CPS, in a weekly window. Every call rings a real
+        person and costs money: only when the user asked for this batch. Each task is checked like
+        create_phone_call (refused ones are listed with their code); may answer confirmation_required with a
+        token for confirm_batch. Follow with get_batch, wait_for_batch or uponai://batches/{id}."""
         batches = _batches(ctx)
         with refusals():
             plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,

@@ -88,13 +88,40 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+def check_closed_objects(arguments: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Refuse a key that a closed object of the published schema does not list, at any depth. Nested models
+    may ignore extra keys when they parse platform data; as arguments, what the schema closes is closed."""
+    stack: list[tuple[Any, dict[str, Any], str]] = [(arguments, schema, "")]
+    while stack:
+        value, node, path = stack.pop()
+        branches = node.get("anyOf")
+        if branches:  # the branch of the value's JSON type, if any
+            kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
+            node = next((b for b in branches if b.get("type") == kind), {})
+        if isinstance(value, dict):
+            props = node.get("properties", {})
+            if node.get("additionalProperties") is False:
+                unknown = sorted(k for k in value if k not in props)
+                if unknown:
+                    where = f"{path}." if path else ""
+                    raise Refused("invalid_argument", f"{where}{unknown[0]} is not a known field"
+                                  f"{' of ' + path if path else ''} (known: {', '.join(props)}); fix the "
+                                  "arguments and try again.", field=f"{where}{unknown[0]}")
+            stack.extend((v, props[k], f"{path}.{k}" if path else k) for k, v in value.items() if k in props)
+        elif isinstance(value, list) and isinstance(node.get("items"), dict):
+            stack.extend((v, node["items"], f"{path}[{i}]") for i, v in enumerate(value))
+
+
 class StrictArguments(FuncMetadata):
     """The SDK's argument metadata, validated strictly as JSON (no pre-parsing of strings into values)."""
 
     tool_name: str = ""
+    schema_: dict[str, Any] = {}
 
     def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
         check_json_value(arguments_to_validate)
+        if self.schema_:
+            check_closed_objects(arguments_to_validate, self.schema_)
         try:
             model = self.arg_model.model_validate_json(json.dumps(arguments_to_validate), strict=True)
         except ValidationError as exc:
@@ -172,9 +199,9 @@ def strict_model(arg_model: type[BaseModel]) -> type[BaseModel]:
 def seal_tool(tool: Tool) -> None:
     fm = tool.fn_metadata
     model = strict_model(fm.arg_model)
-    tool.fn_metadata = StrictArguments(arg_model=model, output_schema=fm.output_schema, output_model=fm.output_model,
-                                       wrap_output=fm.wrap_output, tool_name=tool.name)
     tool.parameters = compact_schema(model.model_json_schema(by_alias=True))
+    tool.fn_metadata = StrictArguments(arg_model=model, output_schema=fm.output_schema, output_model=fm.output_model,
+                                       wrap_output=fm.wrap_output, tool_name=tool.name, schema_=tool.parameters)
     tool.description = one_line(tool.description)
 
 
