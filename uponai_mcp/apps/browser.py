@@ -7,10 +7,11 @@ commands on fd 3 and writes answers on fd 4, each a JSON message ended by a NUL 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
-import subprocess
+import signal
 import tempfile
 import threading
 import time
@@ -32,6 +33,14 @@ def find_chromium() -> str | None:
     return next((path for name in CANDIDATES if (path := shutil.which(name))), None)
 
 
+def _high(fds: tuple[int, int]) -> tuple[int, int]:
+    """The pipe's ends moved to fds >= 10, so the shell redirections below never clobber fds 3 and 4."""
+    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds)
+    for fd in fds:
+        os.close(fd)
+    return moved  # type: ignore[return-value]
+
+
 class Chromium:
     """One headless browser with one page. Every call blocks; callers on an event loop use a thread.
 
@@ -47,7 +56,7 @@ class Chromium:
         self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._profile = tempfile.TemporaryDirectory(prefix="uponai-chromium-")
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self._session: str | None = None
 
     def __enter__(self) -> Chromium:
@@ -58,13 +67,8 @@ class Chromium:
         self.close()
 
     def start(self) -> None:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-
-        def wire_fds() -> None:  # in the child: the protocol pipe must be fds 3 (in) and 4 (out)
-            a, b = os.dup(to_child_r), os.dup(from_child_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
+        to_child_r, to_child_w = _high(os.pipe())
+        from_child_r, from_child_w = _high(os.pipe())
 
         args = [
             self.binary, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
@@ -72,8 +76,13 @@ class Chromium:
             "--disable-background-networking", "--disable-sync", "--hide-scrollbars",
             f"--user-data-dir={self._profile.name}", f"--window-size={self.width},{self.height}", "about:blank",
         ]
-        self._proc = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=wire_fds, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The protocol pipe must be the child's fds 3 (in) and 4 (out): posix_spawn places them there (no
+        # preexec_fn, which is unsafe in a process with threads); every other fd of ours is close-on-exec.
+        devnull = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+        actions = [devnull, (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, to_child_r, 3), (os.POSIX_SPAWN_DUP2, from_child_w, 4)]
+        self._pid = os.posix_spawn(args[0], args, dict(os.environ), file_actions=actions)
         os.close(to_child_r)
         os.close(from_child_w)
         self._out = os.fdopen(to_child_w, "wb", buffering=0)
@@ -87,20 +96,28 @@ class Chromium:
         self.resize(self.width, self.height)
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._pid is not None:
             try:
                 self.send("Browser.close", timeout=5)
             except BrowserError:
                 pass
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            if not self._reaped(within_s=5):
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+            self._pid = None
         for stream in (getattr(self, "_out", None), getattr(self, "_in", None)):
             if stream is not None:
                 stream.close()
         self._profile.cleanup()
+
+    def _reaped(self, *, within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            pid, _ = os.waitpid(self._pid, os.WNOHANG)
+            if pid:
+                return True
+            time.sleep(0.05)
+        return False
 
     # -- protocol ---------------------------------------------------------------------------------
 
