@@ -51,6 +51,7 @@ class ToolCallLog(BaseModel):
     arguments: str | None = None
     result: str | None = None
     successful: bool | None = None
+    after_turn: int | None = Field(None, description="Index of the transcript turn the tool was called after.")
 
 
 class UntrustedCallContent(BaseModel):
@@ -92,10 +93,13 @@ class CallDetails(CallSummary):
         lat = call.latency
         analysis = call.call_analysis
         tool_calls: dict[str, ToolCallLog] = {}
+        turn = -1
         for e in call.transcript_with_tool_calls or []:
-            if e.role == "tool_call_invocation" and e.tool_call_id:
+            if e.role in ("agent", "user", "transfer_target"):
+                turn += 1
+            elif e.role == "tool_call_invocation" and e.tool_call_id:
                 tool_calls[e.tool_call_id] = ToolCallLog(
-                    name=_clean(e.name), tool_call_id=e.tool_call_id, arguments=_clean(e.arguments)
+                    name=_clean(e.name), tool_call_id=e.tool_call_id, arguments=_clean(e.arguments), after_turn=turn
                 )
             elif e.role == "tool_call_result" and e.tool_call_id:
                 entry = tool_calls.setdefault(e.tool_call_id, ToolCallLog(tool_call_id=e.tool_call_id))
