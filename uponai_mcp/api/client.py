@@ -29,6 +29,7 @@ from uponai_mcp.models import (
 )
 
 from . import dialects as d
+from . import testing as t
 from .errors import ConfigurationError, InvalidRequest, NotFound, OutcomeUnknown, ServerError
 from .transport import DEFAULT_TIMEOUT, Ambiguous, Transport, now_ms
 
@@ -336,6 +337,112 @@ class UponAIClient:
                 return items
             seen.add(key)
 
+
+    # --- simulation tests (no phone call; api/testing.py; native paths beyond three are guesses) ------------
+
+    @_shaped
+    async def agent_response_engine(self, agent_id: str, version: int | None = None) -> t.ResponseEngine:
+        """The response engine (LLM or conversation flow, at the agent's version) the test API is keyed by."""
+        if self.dialect == "retell":
+            data = await self._t.request("GET", f"/get-agent/{_seg(agent_id)}", params={"version": version})
+        else:
+            data = d.unwrap(await self._t.request("GET", f"/api/agents/{_seg(agent_id)}",
+                                                  params={"workspaceId": self._workspace(), "version": version}),
+                            "agent")
+        raw = t.snake_keys(data.get("response_engine") or data.get("responseEngine") or {})
+        engine = t.ResponseEngine.model_validate(raw)
+        if engine.version is None and isinstance(data.get("version"), int):
+            engine.version = data["version"]
+        if not (engine.llm_id or engine.conversation_flow_id):
+            raise ServerError(f"agent {agent_id} has no LLM or conversation flow the test API can use")
+        return engine
+
+    @_shaped
+    async def list_test_cases(self, engine: t.ResponseEngine) -> list[t.TestCase]:
+        if self.dialect == "retell":
+            data = await self._t.request("GET", "/list-test-case-definitions", params=engine.query())
+            return [t.TestCase.model_validate(x) for x in d.items_of(data, "items")]
+        data = await self._t.request("GET", "/api/test-case-definitions",
+                                     params=t.native_query(engine, self._workspace()))
+        return [t.TestCase.model_validate(x) for x in t.items(data, "testCaseDefinitions", "items")]
+
+    @_shaped
+    async def get_test_case(self, test_case_id: str) -> t.TestCase:
+        if self.dialect == "retell":
+            return t.TestCase.model_validate(
+                await self._t.request("GET", f"/get-test-case-definition/{_seg(test_case_id)}"))
+        data = await self._t.request("GET", f"/api/test-case-definitions/{_seg(test_case_id)}",
+                                     params={"workspaceId": self._workspace()})
+        return t.TestCase.model_validate(t.unwrap_native(data, "testCaseDefinition"))
+
+    @_shaped
+    async def create_test_case(self, case: t.TestCaseInput) -> t.TestCase:
+        """Not retried once sent (a retry could create a duplicate definition)."""
+        if self.dialect == "retell":
+            data = await self._t.request("POST", "/create-test-case-definition", json=case.body(), idempotent=False)
+            return t.TestCase.model_validate(data)
+        data = await self._t.request("POST", "/api/test-case-definitions",
+                                     json=t.native_body(case.body(), self._workspace()), idempotent=False)
+        return t.TestCase.model_validate(t.unwrap_native(data, "testCaseDefinition"))
+
+    @_shaped
+    async def update_test_case(self, test_case_id: str, case: t.TestCaseInput) -> t.TestCase:
+        if self.dialect == "retell":
+            data = await self._t.request("PUT", f"/update-test-case-definition/{_seg(test_case_id)}", json=case.body())
+            return t.TestCase.model_validate(data)
+        data = await self._t.request("PUT", f"/api/test-case-definitions/{_seg(test_case_id)}",
+                                     json=t.native_body(case.body(), self._workspace()))
+        return t.TestCase.model_validate(t.unwrap_native(data, "testCaseDefinition"))
+
+    async def delete_test_case(self, test_case_id: str) -> None:
+        if self.dialect == "retell":
+            await self._t.request("DELETE", f"/delete-test-case-definition/{_seg(test_case_id)}")
+        else:
+            await self._t.request("DELETE", f"/api/test-case-definitions/{_seg(test_case_id)}",
+                                  params={"workspaceId": self._workspace()})
+
+    @_shaped
+    async def create_test_batch(self, test_case_ids: list[str], engine: t.ResponseEngine) -> t.TestBatch:
+        """Start the simulated runs of these test cases against `engine`. Not retried once sent."""
+        body = {"test_case_definition_ids": test_case_ids, "response_engine": engine.body()}
+        if self.dialect == "retell":
+            data = await self._t.request("POST", "/create-batch-test", json=body, idempotent=False)
+            return t.TestBatch.model_validate(data)
+        data = await self._t.request("POST", "/api/test-runs/batches", json=t.native_body(body, self._workspace()),
+                                     idempotent=False)
+        return t.TestBatch.model_validate(t.unwrap_native(data, "batch", "testCaseBatchJob"))
+
+    @_shaped
+    async def get_test_batch(self, batch_id: str) -> t.TestBatch:
+        if self.dialect == "retell":
+            return t.TestBatch.model_validate(await self._t.request("GET", f"/get-batch-test/{_seg(batch_id)}"))
+        data = await self._t.request("GET", f"/api/test-runs/batches/{_seg(batch_id)}",
+                                     params={"workspaceId": self._workspace()})
+        return t.TestBatch.model_validate(t.unwrap_native(data, "batch", "testCaseBatchJob"))
+
+    @_shaped
+    async def list_test_batches(self, engine: t.ResponseEngine) -> list[t.TestBatch]:
+        if self.dialect == "retell":
+            data = await self._t.request("GET", "/list-batch-tests", params=engine.query())
+            return [t.TestBatch.model_validate(x) for x in d.items_of(data, "items")]
+        data = await self._t.request("GET", "/api/test-runs/batches", params=t.native_query(engine, self._workspace()))
+        return [t.TestBatch.model_validate(x) for x in t.items(data, "batches", "items")]
+
+    @_shaped
+    async def list_test_runs(self, batch_id: str) -> list[t.TestRun]:
+        if self.dialect == "retell":
+            data = await self._t.request("GET", f"/list-test-runs/{_seg(batch_id)}")
+            return [t.TestRun.model_validate(x) for x in d.items_of(data, "items")]
+        data = await self._t.request("GET", f"/api/test-runs/batches/{_seg(batch_id)}/runs",
+                                     params={"workspaceId": self._workspace()})
+        return [t.TestRun.model_validate(x) for x in t.items(data, "testRuns", "runs", "items")]
+
+    @_shaped
+    async def get_test_run(self, run_id: str) -> t.TestRun:
+        if self.dialect == "retell":
+            return t.TestRun.model_validate(await self._t.request("GET", f"/get-test-run/{_seg(run_id)}"))
+        data = await self._t.request("GET", f"/api/test-runs/{_seg(run_id)}", params={"workspaceId": self._workspace()})
+        return t.TestRun.model_validate(t.unwrap_native(data, "testRun", "testCaseJob"))
 
 def _page_number(token: str | None) -> int:
     if not token:

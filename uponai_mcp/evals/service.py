@@ -30,6 +30,7 @@ from uponai_mcp.store.evals import EvalRunRow, EvalRuns
 
 from . import plan
 from .plan import Item
+from .platform_tests import AgentTests
 from .report import REASON_REFUSED, REASON_TIMEOUT, EvalReport, ItemResult, Summary, item_result, summarize
 from .suite import Problem, Suite
 from .views import EvalRunBrief, EvalRunView
@@ -82,6 +83,7 @@ class EvalService:
         self.wall = wall
         self.publish = publish
         self.runs = EvalRuns(store)
+        self.platform = AgentTests(dialer.api)  # the platform's own simulation tests (no phone call)
         self._tg: anyio.abc.TaskGroup | None = None
         self._live: dict[str, _Live] = {}
 

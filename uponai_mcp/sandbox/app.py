@@ -159,7 +159,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: SandboxConfig) -> Starlette:
-    from . import control_routes, retell_routes, uponai_routes
+    from . import control_routes, retell_routes, testing_routes, uponai_routes
 
     engine = Engine(config)
 
@@ -173,6 +173,8 @@ def create_app(config: SandboxConfig) -> Starlette:
 
     routes = (retell_routes.routes(engine, platform(engine, "retell"))
               + uponai_routes.routes(engine, platform(engine, "uponai"))
+              + testing_routes.retell_routes(engine, platform(engine, "retell"))
+              + testing_routes.native_routes(engine, platform(engine, "uponai"))
               + control_routes.routes(engine, control(engine)))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.add_middleware(GuardMiddleware, engine=engine)

@@ -27,6 +27,7 @@ from .errors import RATE_LIMITED, ApiError
 from .faults import RequestFaults
 from .records import AgentRec, CallRec, NumberRec
 from .seed import DEFAULT_SEED, build_seed, load_fixture
+from .testing import SimTests
 
 log = logging.getLogger("uponai_mcp.sandbox")
 
@@ -65,6 +66,7 @@ class Engine:
         self.faults = RequestFaults()
         self.counters: Counter[str] = Counter()
         self.deliverer.reset()
+        self.testing = SimTests(self)  # the platform's simulation tests (no phone call)
 
     def agent_or_404(self, agent_id: str) -> AgentRec:
         """The agent, or the platform's 404 naming it (both dialects' routes look agents up this way)."""
