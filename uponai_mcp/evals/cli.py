@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     if args.repeat is not None and args.repeat < 1:
         print("uponai-mcp eval: --repeat must be at least 1", file=sys.stderr)
         return EXIT_INVALID
+    if args.fixture:
+        args.fixture = os.path.abspath(args.fixture)  # the sandbox child may not share our working directory
     level = os.environ.get("UPONAI_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
@@ -85,20 +87,21 @@ async def _main(args: argparse.Namespace) -> int:
              "UPONAI_BASE_URL, e.g. a separate `uponai-mcp sandbox`); the embedded sandbox starts empty each run.")
         return EXIT_INVALID
     async with AsyncExitStack() as stack:
-        engine = None
+        stage = None
         if settings.sandbox:
             assert suite is not None
-            settings, engine = await _embedded(stack, settings, args, plan.expand(suite, repeat=args.repeat))
-        return await _run(stack, settings, engine, args, suite)
+            settings, stage = await _embedded(stack, settings, args, plan.expand(suite, repeat=args.repeat))
+        return await _run(stack, settings, stage, args, suite)
     return EXIT_INVALID  # pragma: no cover (the block always returns)
 
 
 async def _embedded(stack: AsyncExitStack, settings: Any, args: argparse.Namespace, items: list) -> tuple[Any, Any]:
-    """Start a loopback sandbox for this run and point the settings at it; budgets are sized to the run."""
+    """Start a sandbox child process for this run and point the settings at it; budgets are sized to the run."""
     from collections import Counter
 
     from uponai_mcp.config import SANDBOX_API_KEY
-    from uponai_mcp.sandbox import SandboxConfig, running_sandbox
+    from uponai_mcp.evals.stage import sandbox_stage
+    from uponai_mcp.sandbox import SandboxConfig
     from uponai_mcp.sandbox.config import SCOPES
     from uponai_mcp.sandbox.seed import ACCOUNT_SID, WORKSPACE_ID
 
@@ -107,23 +110,23 @@ async def _embedded(stack: AsyncExitStack, settings: Any, args: argparse.Namespa
                            seed=args.seed if args.seed is not None else settings.sandbox_seed,
                            fixture=Path(args.fixture) if args.fixture else None, cps=cps,
                            concurrency_limit=max(20, 2 * len(items), 20 * (args.cps or 1)))
-    sb = await stack.enter_async_context(running_sandbox(config))
+    stage = await stack.enter_async_context(sandbox_stage(config))
     data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="uponai-eval-")))
     per_dest = max(Counter(i.request.to_number for i in items).values(), default=1)
     settings = settings.model_copy(update={
-        "api_key": SANDBOX_API_KEY, "base_url": sb.url, "sandbox": False, "workspace_id": WORKSPACE_ID,
+        "api_key": SANDBOX_API_KEY, "base_url": stage.url, "sandbox": False, "workspace_id": WORKSPACE_ID,
         "account_sid": ACCOUNT_SID, "data_dir": data_dir, "confirm": "never", "calling_window": "off",
         "webhook_listen": "127.0.0.1:0",
         "max_attempts_per_destination_24h": max(settings.max_attempts_per_destination_24h, per_dest),
         "max_calls_per_hour": max(settings.max_calls_per_hour, len(items)),
         "max_calls_per_day": max(settings.max_calls_per_day, len(items)),
     })
-    _err(f"uponai-mcp eval: no UPONAI_API_KEY: running on an embedded sandbox at {sb.url} (speed {config.speed:g}, "
+    _err(f"uponai-mcp eval: no UPONAI_API_KEY: running on a sandbox at {stage.url} (speed {config.speed:g}, "
          f"seed {config.seed}); no phone rings and nothing is spent.")
-    return settings, sb.engine
+    return settings, stage
 
 
-async def _run(stack: AsyncExitStack, settings: Any, engine: Any, args: argparse.Namespace, suite: Any) -> int:
+async def _run(stack: AsyncExitStack, settings: Any, stage: Any, args: argparse.Namespace, suite: Any) -> int:
     from uponai_mcp.evals import plan
     from uponai_mcp.evals.report import table
     from uponai_mcp.evals.service import EvalService
@@ -135,8 +138,8 @@ async def _run(stack: AsyncExitStack, settings: Any, engine: Any, args: argparse
         _err(f"uponai-mcp eval: not configured: {hub.config_error}")
         return EXIT_INVALID
     svc = hub.services
-    if engine is not None and svc.webhook_url:
-        engine.config.webhook_url = svc.webhook_url  # the embedded sandbox signs and sends call events to us
+    if stage is not None and svc.webhook_url:
+        await stage.send_webhooks_to(svc.webhook_url)  # the sandbox signs and sends call events to us
     service = EvalService(svc.settings, svc.dialer, svc.store, feed=svc.feed, wall=svc.wall)
     if args.resume:
         from uponai_mcp.errors import Refused

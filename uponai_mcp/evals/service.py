@@ -217,14 +217,15 @@ class EvalService:
         return await self.report(run_id)
 
     async def _workers(self, items: list[Item]) -> int:
-        """Enough items in flight to keep the scope's pacer busy, few enough that a single call placed meanwhile
-        is not queued behind many booked slots (about two seconds of the schedule)."""
+        """Enough items in flight to keep the scope's pacer busy (a dial takes a few ms of work and a round trip),
+        few enough that a single call placed meanwhile is not queued behind many booked slots, and that the
+        client's connection pool stays small."""
         try:
             pf = await self.dialer.evaluate(items[0].request) if items else None
             cps = 1 / max(self.dialer.pacer.get_state(pf.from_number.kind.value).spacing_s, 1e-6) if pf else 1
         except (Refused, api_errors.ApiError):
             cps = 1
-        return max(2, min(MAX_WORKERS, math.ceil(cps * 2)))
+        return max(2, min(MAX_WORKERS, math.ceil(cps / 8)))
 
     async def _run_item(self, run_id: str, suite: Suite, item: Item, slots: anyio.Semaphore, live: _Live,
                         report: Report | None) -> None:
