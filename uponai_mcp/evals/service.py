@@ -86,6 +86,7 @@ class EvalService:
         self.platform = AgentTests(dialer.api)  # the platform's own simulation tests (no phone call)
         self._tg: anyio.abc.TaskGroup | None = None
         self._live: dict[str, _Live] = {}
+        self._fresh: set[str] = set()  # runs created here that have not started
 
     def _now_ms(self) -> int:
         return int(self.wall().timestamp() * 1000)
@@ -176,6 +177,7 @@ class EvalService:
         await self.runs.create(run_id, name=suite.name, suite=suite.model_dump(mode="json", exclude_none=True),
                                options={"repeat": repeat, "seed": seed, "file": file}, total=total,
                                now_ms=self._now_ms())
+        self._fresh.add(run_id)
         return run_id
 
     async def load_run(self, run_id: str) -> tuple[EvalRunRow, Suite, list[Item]]:
@@ -195,12 +197,15 @@ class EvalService:
             live.total, live.done = len(items), len(items) - len(todo)
             if report is not None:
                 await report(live.done, live.total, "resuming" if live.done else "starting")
+            # Created by this process and never run: no item can have an attempt yet, so skip looking for one.
+            resumed = run_id not in self._fresh
+            self._fresh.discard(run_id)
             workers = await self._workers(items)
             slots = anyio.Semaphore(workers)
             async with anyio.create_task_group() as tg:
                 for item in todo:
                     await slots.acquire()
-                    tg.start_soon(self._run_item, run_id, suite, item, slots, live, report)
+                    tg.start_soon(self._run_item, run_id, suite, item, slots, live, report, resumed)
             summary = await self.summary(run_id, suite, len(items))
             await self.runs.set_status(run_id, "completed", summary=summary.model_dump(mode="json"),
                                        now_ms=self._now_ms())
@@ -228,11 +233,11 @@ class EvalService:
         return max(2, min(MAX_WORKERS, math.ceil(cps / 8)))
 
     async def _run_item(self, run_id: str, suite: Suite, item: Item, slots: anyio.Semaphore, live: _Live,
-                        report: Report | None) -> None:
+                        report: Report | None, resumed: bool) -> None:
         released = False
         try:
             try:
-                call_id = await self._place(run_id, item)
+                call_id = await self._place(run_id, item, resumed=resumed)
             except Refused as refusal:
                 result = item_result(item, None, reason=REASON_REFUSED, refusal_code=refusal.code,
                                      message=str(refusal))
@@ -253,12 +258,12 @@ class EvalService:
             await report(live.done, live.total, f"{item.case.name} [{item.variant_label} #{item.repeat + 1}]: "
                                                 f"{'pass' if result.passed else result.reason}")
 
-    async def _place(self, run_id: str, item: Item) -> str:
+    async def _place(self, run_id: str, item: Item, *, resumed: bool) -> str:
         base = plan.idempotency_key(run_id, item)
         last: Refused | None = None
         for n in range(MAX_KEY_TRIES):
             key = base if n == 0 else f"{base}#{n}"
-            existing = await self.store.get_attempt_by_key(key)
+            existing = await self.store.get_attempt_by_key(key) if resumed or n else None
             if existing is not None and existing.state in ("pending", "dialing", "unknown"):
                 # Left in flight by an earlier process (each item runs once per process): settle it from the
                 # platform by its attempt tag before anything else. Found: that is the item's call.
@@ -287,26 +292,34 @@ class EvalService:
         raise last or Refused("upstream_error", "The call could not be placed after several tries.")
 
     async def _analyzed(self, call_id: str, timeout_s: float) -> tuple[dict[str, Any], str | None]:
-        """The call once analyzed (reason None), or as it is at the timeout (reason "timeout")."""
+        """The call once analyzed (reason None), or as it is at the timeout (reason "timeout"). Polls the call's
+        flags (cheap) on each change; the snapshot is read once, at the end."""
         deadline = anyio.current_time() + timeout_s
         terminal_at: float | None = None
+        reason: str | None = REASON_TIMEOUT
         while True:
             changed = self.feed.changed_event(call_id) if self.feed is not None else None
-            record = await self.store.get_call_record(call_id)
+            progress = await self.runs.call_progress(call_id)
             now = anyio.current_time()
-            if record is not None and record.analyzed:
-                return record.call, None
-            if record is not None and record.terminal:
-                terminal_at = terminal_at or now
-                if record.status != "ended" and now - terminal_at >= NOT_CONNECTED_GRACE_S:
-                    return record.call, None
+            if progress is not None:
+                status, terminal, analyzed = progress
+                if analyzed:
+                    reason = None
+                    break
+                if terminal:
+                    terminal_at = terminal_at or now
+                    if status != "ended" and now - terminal_at >= NOT_CONNECTED_GRACE_S:
+                        reason = None
+                        break
             if now >= deadline:
-                return (record.call if record is not None else {"call_id": call_id}), REASON_TIMEOUT
+                break
             with anyio.move_on_after(min(deadline - now, RECHECK_S)):
                 if changed is not None:
                     await changed.wait()
                 else:
                     await anyio.sleep(RECHECK_S)
+        record = await self.store.get_call_record(call_id)
+        return (record.call if record is not None else {"call_id": call_id}), reason
 
     def _changed(self, run_id: str) -> None:
         if self.publish is not None:

@@ -152,6 +152,16 @@ class EvalRuns:
 
         await self.store._write(op)
 
+    async def call_progress(self, call_id: str) -> tuple[str | None, bool, bool] | None:
+        """(status, terminal, analyzed) of a stored call without parsing its snapshot: what a waiter polls."""
+        sql = "SELECT status, terminal, analyzed FROM calls WHERE call_id = ?"
+
+        def fn(conn: sqlite3.Connection) -> tuple[str | None, bool, bool] | None:
+            row = conn.execute(sql, (call_id,)).fetchone()
+            return None if row is None else (row[0], bool(row[1]), bool(row[2]))
+
+        return await self.store._read(fn)
+
     async def results(self, run_id: str) -> dict[str, dict[str, Any]]:
         await self._ensure()
         sql = "SELECT item_key, result_json FROM eval_results WHERE run_id = ?"
