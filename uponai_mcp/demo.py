@@ -23,7 +23,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from uponai_mcp.apps import BATCH_APP, CALL_APP
-from uponai_mcp.apps.browser import find_chromium
+from uponai_mcp.apps.browser import BrowserError, find_chromium
 from uponai_mcp.apps.host import AppHost
 from uponai_mcp.progress import Progress
 
@@ -172,11 +172,16 @@ async def follow_batch(client: Client, batch_id: str) -> dict:
 
 async def capture(host: AppHost, path: Path, uri: str, tool_name: str, args: dict[str, Any],
                   result: CallToolResult) -> None:
-    """Show `result` in the app at `uri` as an Apps host would, let it follow to the end, and save a PNG."""
+    """Show `result` in the app at `uri` as an Apps host would, let it follow to the end, and save a PNG. A
+    browser that fails costs the screenshot, not the demo: the calls themselves are what the demo proves."""
     html = (await host.client.read_resource(uri)).contents[0].text
-    await host.show(html, tool=tool_name, arguments=args, result=result)
-    await host.until("document.body.dataset.state === 'done'", within_s=120)
-    await host.screenshot(path)
+    try:
+        await host.show(html, tool=tool_name, arguments=args, result=result)
+        await host.until("document.body.dataset.state === 'done'", within_s=120)
+        await host.screenshot(path)
+    except BrowserError as exc:
+        say(f"   (chromium failed, no screenshot of {uri}: {exc})")
+        return
     say(f"   monitor {uri} -> {path}")
 
 
@@ -187,7 +192,11 @@ async def open_monitor(stack: AsyncExitStack, client: Client, shots: Path | None
     if find_chromium() is None:
         say("   (no chromium on this machine: no screenshots of the call and batch monitors)")
         return None
-    return await stack.enter_async_context(AppHost(client, width=420))
+    try:
+        return await stack.enter_async_context(AppHost(client, width=420))
+    except BrowserError as exc:
+        say(f"   (chromium could not start: {exc}; no screenshots of the call and batch monitors)")
+        return None
 
 
 async def run(shots: Path | None) -> int:
