@@ -225,3 +225,21 @@ def test_resume_refuses_on_the_embedded_sandbox(tmp_path):
 @pytest.mark.parametrize("argv", [[], ["s.yaml", "--repeat", "0"]])
 def test_usage_errors_exit_2(tmp_path, argv):
     assert run_eval(tmp_path, *argv).returncode == 2
+
+
+def test_a_call_not_analyzed_in_time_fails_with_reason_timeout(tmp_path):
+    suite = write(tmp_path, "slow.yaml", """
+name: slow
+from_number: "+14155550100"
+timeout_s: 0.5
+cases:
+  - {name: long call, to_number: "+12125550109", expect: {status: ended}}   # ends after ~60 s nominal
+""")
+    out = run_eval(tmp_path, str(suite), "--speed", "20", "--json", "r.json", "--junit", "r.xml")
+    assert out.returncode == 1, out.stderr
+    (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert result["reason"] == "timeout" and result["checks"][0]["name"] == "analyzed"
+    assert result["call_id"] and result["status"] in ("registered", "ongoing")
+    failure = ET.parse(tmp_path / "r.xml").getroot().find("./testsuite/testcase/failure")
+    assert failure.get("type") == "timeout"
+    assert "0/1 passed" in out.stdout and "1 timed out" in out.stdout

@@ -4,8 +4,10 @@ get/list, the live resource, strict arguments, refusals before dialling, and con
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp.types import ElicitResult
 
@@ -109,3 +111,33 @@ async def test_confirmation_policy_asks_with_a_token_and_by_elicitation(tmp_path
                        **SETTINGS) as h:
         out = await h.ok("run_eval", suite=small, wait_s=60)
         assert out["finished"] and out["passed"] == 1
+
+
+async def test_the_run_resource_is_subscribable_and_updates_as_calls_are_scored(tmp_path):
+    updated: list[str] = []
+    changed = anyio.Event()
+
+    async def on_message(message) -> None:
+        nonlocal changed
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            updated.append(str(message.params.uri))
+            changed.set()
+
+    small = {**SUITE, "repeat": 2, "cases": SUITE["cases"][2:]}
+    async with harness(tmp_path, sandbox=STAGE, client_kwargs={"mode": "legacy", "message_handler": on_message},
+                       **SETTINGS) as h:
+        await _fast_custom(h)
+        started = await h.ok("run_eval", suite=small)
+        assert not started["finished"] and started["status"] == "running" and started["items"] == 4
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # subscribe_resource is deprecated for 2026 servers
+            await h.client.subscribe_resource(started["resource_uri"])
+        with anyio.fail_after(30):
+            while True:
+                changed = anyio.Event()  # before the read: an update in between still wakes us
+                body = json.loads((await h.client.read_resource(started["resource_uri"])).contents[0].text)
+                if body["status"] == "completed":
+                    break
+                await changed.wait()
+        assert started["resource_uri"] in updated
+        assert body["scored"] == body["passed"] == 4
