@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
@@ -46,10 +46,12 @@ from uponai_mcp.api import errors as api_errors
 from uponai_mcp.errors import Refused
 from uponai_mcp.events.feed import RECENT_EVENTS_URI, LegacySubscriptions, call_events_uri
 from uponai_mcp.models import Call, ProviderKind
-from uponai_mcp.services import Services
 from uponai_mcp.store import StoredEvent, StoreUnavailable
 from uponai_mcp.tools.pacing import view as cps_view
 from uponai_mcp.views import CallDetails, NumberView, call_uri
+
+if TYPE_CHECKING:
+    from uponai_mcp.services import Services
 
 JSON = "application/json"
 RECENT_EVENTS = 50

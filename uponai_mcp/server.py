@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
 from mcp.server.auth.provider import TokenVerifier
@@ -14,7 +14,7 @@ from uponai_mcp import __version__, apps, prompts, resources, tools
 from uponai_mcp.config import Settings
 from uponai_mcp.events import receiver
 from uponai_mcp.events.feed import Feed, LegacySubscriptions
-from uponai_mcp.services import ServiceHub, build_services
+from uponai_mcp.hub import ServiceHub, running_hub
 from uponai_mcp.tools.contract import ContractServer
 
 INSTRUCTIONS = """\
@@ -46,14 +46,23 @@ def create_server(
     legacy = LegacySubscriptions()  # resources/subscribe sessions (2025-era)
     live: dict[str, ServiceHub] = {}
 
+    def build() -> AbstractAsyncContextManager[ServiceHub]:
+        from uponai_mcp.services import build_services  # imported here: the handshake does not need it
+
+        return build_services(settings, wall=wall, feed=Feed(bus, legacy))
+
     @asynccontextmanager
     async def lifespan(_: ContractServer) -> AsyncIterator[ServiceHub]:
-        async with build_services(settings, wall=wall, feed=Feed(bus, legacy)) as hub:
+        async with running_hub(build) as hub:
             live["hub"] = hub
             try:
                 yield hub
             finally:
                 live.pop("hub", None)
+
+    async def services_ready() -> None:
+        if "hub" in live:
+            await live["hub"].ready()
 
     def webhook_target() -> receiver.Target | None:
         svc = live["hub"].services if "hub" in live else None
@@ -64,11 +73,13 @@ def create_server(
         instructions=READ_ONLY_INSTRUCTIONS if settings.read_only else INSTRUCTIONS,
         lifespan=lifespan, subscriptions=bus, auth=auth, token_verifier=token_verifier,
     )
+    mcp.services_ready = services_ready
     tools.register_all(mcp)
     apps.register(mcp)  # the call and batch monitors (MCP Apps), bound to the tools registered above
     prompts.register(mcp)
     resources.register(mcp, legacy, lambda: live.get("hub"))
     # On the streamable HTTP app the platform can POST webhooks to /webhooks/uponai (signature-verified).
     mcp.seal(read_only=settings.read_only)  # after every tool is registered: the strict contract for all
-    mcp.custom_route(receiver.WEBHOOK_PATH, methods=["POST"])(receiver.endpoint(webhook_target))
+    webhook = receiver.endpoint(webhook_target, ready=services_ready)
+    mcp.custom_route(receiver.WEBHOOK_PATH, methods=["POST"])(webhook)
     return mcp

@@ -28,6 +28,7 @@ from uponai_mcp.evals.service import EvalService
 from uponai_mcp.events.feed import Feed
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.events.poller import Poller
+from uponai_mcp.hub import ServiceHub
 from uponai_mcp.models import BindingUpdate, PhoneNumber
 from uponai_mcp.pacing import CpsError, Pacer, ScopeState
 from uponai_mcp.store import Store
@@ -96,19 +97,6 @@ class Services:
             flowing = self.webhook_url is not None or self.ingest.webhooks_flowing()
             poller = "safety net (every 30 s)" if flowing else "primary"
         return {"webhook_receiver": self.webhook_url, "poller": poller}
-
-
-@dataclass
-class ServiceHub:
-    """What the lifespan yields: the services, or why they could not be built."""
-
-    services: Services | None = None
-    config_error: str | None = None
-
-    def require(self) -> Services:
-        if self.services is None:
-            raise Refused("configuration_error", self.config_error or "The server is not configured.")
-        return self.services
 
 
 def _problems(settings: Settings) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from uponai_mcp.guardrails import sanitize_text
+from uponai_mcp.guardrails.text import sanitize_text
 from uponai_mcp.models import Call, PhoneNumber, WeightedAgent
 
 

@@ -3,30 +3,11 @@
 Knows the wire and nothing about MCP; returns the canonical models of `uponai_mcp.models`.
 """
 
-from .client import UponAIClient
-from .dialects import ATTEMPT_KEY
-from .errors import (
-    ApiError,
-    ConfigurationError,
-    ConnectError,
-    InvalidRequest,
-    NotFound,
-    OutcomeUnknown,
-    RateLimited,
-    ServerError,
-    Unauthorized,
-)
+from uponai_mcp import lazy
 
-__all__ = [
-    "ATTEMPT_KEY",
-    "ApiError",
-    "ConfigurationError",
-    "ConnectError",
-    "InvalidRequest",
-    "NotFound",
-    "OutcomeUnknown",
-    "RateLimited",
-    "ServerError",
-    "Unauthorized",
-    "UponAIClient",
-]
+_ERRORS = ("ApiError", "ConfigurationError", "ConnectError", "InvalidRequest", "NotFound", "OutcomeUnknown",
+           "RateLimited", "ServerError", "Unauthorized")
+__getattr__ = lazy.exports(__name__, {"UponAIClient": ".client", "ATTEMPT_KEY": ".dialects",
+                                      **{name: ".errors" for name in _ERRORS}})
+
+__all__ = ["ATTEMPT_KEY", "UponAIClient", *_ERRORS]

@@ -1,8 +1,11 @@
 """Batch outreach: many calls from one number, paced, in a weekly window, crash-safe (see `runner.py`)."""
 
-from .service import BatchService
-from .views import BatchCreated, BatchList, BatchView, TaskView, batch_uri
-from .window import CallTimeWindow, TimeRange
+from uponai_mcp import lazy
+
+__getattr__ = lazy.exports(__name__, {
+    "BatchService": ".service", "BatchCreated": ".views", "BatchList": ".views", "BatchView": ".views",
+    "TaskView": ".views", "batch_uri": ".views", "CallTimeWindow": ".window", "TimeRange": ".window",
+})
 
 __all__ = ["BatchCreated", "BatchList", "BatchService", "BatchView", "CallTimeWindow", "TaskView", "TimeRange",
            "batch_uri"]

@@ -181,11 +181,19 @@ class Receiver:
         return Response(status_code=204)
 
 
-def endpoint(target: Callable[[], Target | None], **kwargs: Any) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint for `mcp.custom_route(WEBHOOK_PATH, methods=["POST"])` or a Starlette Route."""
+READY_WAIT_S = 10.0  # past this a webhook is answered 503 and the platform retries it
+
+
+def endpoint(target: Callable[[], Target | None], *, ready: Callable[[], Awaitable[None]] | None = None,
+             **kwargs: Any) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint for `mcp.custom_route(WEBHOOK_PATH, methods=["POST"])` or a Starlette Route. `ready`, when
+    given, is awaited first (briefly: the services start in the background)."""
     receiver = Receiver(target, **kwargs)
 
     async def webhook(request: Request) -> Response:  # a function: Starlette treats other callables as ASGI
+        if ready is not None:
+            with anyio.move_on_after(READY_WAIT_S):
+                await ready()
         return await receiver(request)
 
     return webhook

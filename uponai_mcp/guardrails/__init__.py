@@ -1,35 +1,60 @@
 """Pure call policy: no I/O, no clock reads (the clock is an argument). Each check returns a value or a
 Refusal with a stable machine-readable `code`; `evaluate` runs them all in order for the dialer."""
 
-from .budgets import DESTINATION_24H, PER_DAY, PER_HOUR, Budgets, check_budgets, retry_time
-from .countries import TELNYX_COUNTRIES, CountryPolicy, check_country
-from .destination import (
-    DEFAULT_BLOCKED_TYPES,
-    STRICT_E164,
-    Destination,
-    check_destination,
-    is_strict_e164,
-    warm_up,
-)
-from .own_numbers import can_call_out, check_from_number, check_not_own_number
-from .refusal import (
-    BUDGET_EXCEEDED,
-    CODES,
-    DESTINATION_NOT_ALLOWED,
-    EMERGENCY_NUMBER,
-    FROM_NUMBER_NOT_USABLE,
-    INVALID_NUMBER,
-    NUMBER_TYPE_BLOCKED,
-    OUTSIDE_CALLING_WINDOW,
-    GuardrailRefusal,
-    Refusal,
-)
-from .text import describe_destination, describe_local_time, local_times, sanitize_text
-from .verdict import Usage, Verdict, evaluate
-from .window import CallingWindow, check_calling_window, next_allowed_at
+from uponai_mcp import lazy
+
+_WHERE = {
+    "DESTINATION_24H": ".budgets",
+    "PER_DAY": ".budgets",
+    "PER_HOUR": ".budgets",
+    "Budgets": ".budgets",
+    "check_budgets": ".budgets",
+    "retry_time": ".budgets",
+    "TELNYX_COUNTRIES": ".countries",
+    "CountryPolicy": ".countries",
+    "check_country": ".countries",
+    "DEFAULT_BLOCKED_TYPES": ".destination",
+    "STRICT_E164": ".destination",
+    "Destination": ".destination",
+    "check_destination": ".destination",
+    "is_strict_e164": ".destination",
+    "warm_up": ".destination",
+    "Listed": ".do_not_call",
+    "check_do_not_call": ".do_not_call",
+    "normalize_loose": ".do_not_call",
+    "can_call_out": ".own_numbers",
+    "check_from_number": ".own_numbers",
+    "check_not_own_number": ".own_numbers",
+    "BUDGET_EXCEEDED": ".refusal",
+    "CODES": ".refusal",
+    "DO_NOT_CALL": ".refusal",
+    "DESTINATION_NOT_ALLOWED": ".refusal",
+    "EMERGENCY_NUMBER": ".refusal",
+    "FROM_NUMBER_NOT_USABLE": ".refusal",
+    "INVALID_NUMBER": ".refusal",
+    "NUMBER_TYPE_BLOCKED": ".refusal",
+    "OUTSIDE_CALLING_WINDOW": ".refusal",
+    "GuardrailRefusal": ".refusal",
+    "Refusal": ".refusal",
+    "SpendCap": ".spend",
+    "check_spend": ".spend",
+    "day_start": ".spend",
+    "describe_destination": ".text",
+    "describe_local_time": ".text",
+    "local_times": ".text",
+    "sanitize_text": ".text",
+    "Usage": ".verdict",
+    "Verdict": ".verdict",
+    "evaluate": ".verdict",
+    "CallingWindow": ".window",
+    "check_calling_window": ".window",
+    "next_allowed_at": ".window",
+}
+__getattr__ = lazy.exports(__name__, _WHERE)
 
 __all__ = [
-    "BUDGET_EXCEEDED", "CODES", "DEFAULT_BLOCKED_TYPES", "DESTINATION_24H", "DESTINATION_NOT_ALLOWED",
+    "BUDGET_EXCEEDED", "CODES", "DO_NOT_CALL", "Listed", "SpendCap", "check_do_not_call", "check_spend",
+    "day_start", "normalize_loose", "DEFAULT_BLOCKED_TYPES", "DESTINATION_24H", "DESTINATION_NOT_ALLOWED",
     "EMERGENCY_NUMBER", "FROM_NUMBER_NOT_USABLE", "INVALID_NUMBER", "NUMBER_TYPE_BLOCKED",
     "OUTSIDE_CALLING_WINDOW", "PER_DAY", "PER_HOUR", "STRICT_E164", "TELNYX_COUNTRIES",
     "Budgets", "CallingWindow", "CountryPolicy", "Destination", "GuardrailRefusal", "Refusal", "Usage", "Verdict",

@@ -15,11 +15,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .destination import Destination
 from .refusal import OUTSIDE_CALLING_WINDOW, Refusal
 
 if TYPE_CHECKING:
     from uponai_mcp.config import Settings
+
+    from .destination import Destination
 
 SEARCH_HORIZON = timedelta(hours=48)
 END_OF_DAY = time.max  # "24:00"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -14,8 +15,10 @@ from pydantic import ValidationError
 
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.errors import Refused, from_api_error
-from uponai_mcp.services import Services
 from uponai_mcp.tools.contract import invalid_argument
+
+if TYPE_CHECKING:
+    from uponai_mcp.services import Services
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 LOCAL_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
@@ -15,13 +15,17 @@ from mcp.types import CallToolResult, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from uponai_mcp.api import errors as api_errors
-from uponai_mcp.batches import BatchCreated, BatchList, BatchService, BatchView, CallTimeWindow
 from uponai_mcp.batches.csv_tasks import MAX_CSV_BYTES, MAX_TASKS
+from uponai_mcp.batches.views import BatchCreated, BatchList, BatchView
+from uponai_mcp.batches.window import CallTimeWindow
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import AgentOverride, CallRequest
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
 from uponai_mcp.tools.contract import result_text
+
+if TYPE_CHECKING:
+    from uponai_mcp.batches.service import BatchService
 
 CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 TASK_STATES = Literal["pending", "dialing", "placed", "refused", "cancelled", "failed", "unknown"]

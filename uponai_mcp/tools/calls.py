@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
@@ -12,12 +12,14 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, Field, ValidationError
 
-from uponai_mcp.dialer import Placement, Prepared
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import MAX_EPOCH_MS, AgentOverride, CallFilter, CallRequest
 from uponai_mcp.tools._common import DIAL, READ, services
 from uponai_mcp.tools.contract import invalid_argument, result_text
 from uponai_mcp.views import CallDetails, CallSummary, call_uri
+
+if TYPE_CHECKING:
+    from uponai_mcp.dialer import Placement, Prepared
 
 
 def _doc(name: str) -> Any:

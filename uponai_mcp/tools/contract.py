@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server import MCPServer
@@ -233,7 +234,12 @@ def refusal_for(exc: BaseException, tool: str) -> Refused:
 
 
 class ContractServer(MCPServer):
-    """`MCPServer` whose tool calls always answer with a coded result (see the module docstring)."""
+    """`MCPServer` whose tool calls always answer with a coded result (see the module docstring).
+
+    `services_ready`, when set, is awaited before any tool call or resource read: the services are built in
+    the background (`hub.py`), and only requests that need them wait."""
+
+    services_ready: Callable[[], Awaitable[None]] | None = None
 
     def seal(self, *, read_only: bool) -> None:
         """Call once all tools are registered. Read-only: mutating tools leave tools/list, and calling one
@@ -248,10 +254,17 @@ class ContractServer(MCPServer):
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if self._tool_manager.get_tool(name) is None:
             return error_result(self._missing(name))
+        if self.services_ready is not None:
+            await self.services_ready()
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             return error_result(refusal_for(exc, name))
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        if self.services_ready is not None:
+            await self.services_ready()
+        return await super().read_resource(uri, context)
 
     def _missing(self, name: str) -> Refused:
         if name in getattr(self, "withheld", ()):
