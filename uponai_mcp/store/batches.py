@@ -87,7 +87,7 @@ class BatchesMixin(StoreBase):
                 " VALUES (?, ?, ?, ?, 'pending', ?)", rows)
             return _batch(conn, batch_id)
 
-        return await self._write(op)
+        return await self._write(op, locks=(("batch", batch_id),))
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         return await self._read(lambda c: _batch(c, batch_id))
@@ -131,7 +131,7 @@ class BatchesMixin(StoreBase):
             )
             return _task(conn, batch_id, idx)
 
-        return await self._write(op)
+        return await self._write(op, locks=(("batch", batch_id),))
 
     async def set_batch_status(self, batch_id: str, status: str, *, now_ms: int | None = None) -> Batch:
         """Change a batch's status (same status is a no-op); raises NotFound / InvalidTransition."""
@@ -147,7 +147,7 @@ class BatchesMixin(StoreBase):
                          (status, now, batch_id))
             return _batch(conn, batch_id)
 
-        return await self._write(op)
+        return await self._write(op, locks=(("batch", batch_id),))
 
     async def cancel_batch(self, batch_id: str, *, now_ms: int | None = None) -> int:
         """Cancel every pending task and the batch itself, atomically; tasks already dialing (or done)
@@ -163,7 +163,7 @@ class BatchesMixin(StoreBase):
                          (now, batch_id))
             return cur.rowcount
 
-        return await self._write(op)
+        return await self._write(op, locks=(("batch", batch_id),))
 
     async def batches_to_resume(self) -> list[Batch]:
         """After a restart: batches that were running or waiting to start (paused ones wait for a person).

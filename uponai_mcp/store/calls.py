@@ -114,7 +114,8 @@ def _save(conn: sqlite3.Connection, call: dict[str, Any], *, analyzed: bool, las
         " ON CONFLICT (call_id) DO UPDATE SET status = excluded.status, terminal = excluded.terminal,"
         " analyzed = excluded.analyzed, failed = excluded.failed, snapshot_json = excluded.snapshot_json,"
         " last_event = excluded.last_event, last_event_seq = excluded.last_event_seq,"
-        " updated_at_ms = MAX(calls.updated_at_ms, excluded.updated_at_ms),"
+        " updated_at_ms = CASE WHEN excluded.updated_at_ms > calls.updated_at_ms"
+        " THEN excluded.updated_at_ms ELSE calls.updated_at_ms END,"
         " terminal_at_ms = COALESCE(calls.terminal_at_ms, excluded.terminal_at_ms)",
         (call["call_id"], call.get("call_status"), int(terminal), int(analyzed), int(is_failed(call)), dumps(call),
          last[0], last[1], at, at, at if terminal else None),
@@ -188,7 +189,8 @@ class CallsMixin(StoreBase):
         Raises ValueError for an input without event name or call_id, StoreUnavailable on storage errors."""
         event, call = normalize(item)
         at = now_or(received_at_ms)
-        return await self._write(lambda conn: _ingest(conn, event, call, source, at), solo=not group)
+        return await self._write(lambda conn: _ingest(conn, event, call, source, at), solo=not group,
+                                 locks=(("call", call["call_id"]),))
 
     async def ingest_event_direct(
         self, item: EventInput, *, received_at_ms: int | None = None, source: str = "webhook",
@@ -202,7 +204,8 @@ class CallsMixin(StoreBase):
         """Several events in one transaction, in order; all or nothing."""
         parsed = [normalize(item) for item in items]
         at = now_or(received_at_ms)
-        return await self._write(lambda conn: [_ingest(conn, e, c, source, at) for e, c in parsed])
+        return await self._write(lambda conn: [_ingest(conn, e, c, source, at) for e, c in parsed],
+                                 locks=[("call", c["call_id"]) for _, c in parsed])
 
     async def upsert_call_from_api(
         self, call: Mapping[str, Any] | Call, now_ms: int | None = None, *, source: str = "api",
@@ -210,7 +213,8 @@ class CallsMixin(StoreBase):
         """Merge a get-call result into the snapshot with the same monotonic merge (no event row is
         stored; a failed call still yields its one call_failed). `stored` is always False."""
         data, at = _call_dict(call), now_or(now_ms)
-        return await self._write(lambda conn: _apply(conn, None, data, source, at, None))
+        return await self._write(lambda conn: _apply(conn, None, data, source, at, None),
+                                 locks=(("call", data["call_id"]),))
 
     async def record_failed_create(
         self, attempt_id: str, *, error: str | None = None, error_code: str | None = None,
@@ -224,7 +228,7 @@ class CallsMixin(StoreBase):
             call = _failed_create_call(conn, attempt_id, error, error_code, request_json)
             return _ingest(conn, FAILED, call, "api", at, derived=True)
 
-        return await self._write(op)
+        return await self._write(op, locks=(("call", f"attempt:{attempt_id}"),))
 
     # --- reads ----------------------------------------------------------------------------------
 

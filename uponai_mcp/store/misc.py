@@ -51,11 +51,10 @@ class MiscMixin(StoreBase):
         args = (now, kind, decision, code, summary, dumps(details or {}))
 
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("INSERT INTO audit (at_ms, kind, decision, code, summary, details_json)"
-                               " VALUES (?, ?, ?, ?, ?, ?)", args)
-            return cur.lastrowid
+            return conn.execute("INSERT INTO audit (at_ms, kind, decision, code, summary, details_json)"
+                                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id", args).fetchone()[0]
 
-        return await self._write(op)
+        return await self._write(op, locks=())
 
     async def recent_audit(self, limit: int = 50, *, kind: str | None = None) -> list[AuditEntry]:
         """Newest first."""
@@ -84,7 +83,7 @@ class MiscMixin(StoreBase):
                 raise AlreadyExists("confirmation token exists")
             return conf
 
-        return await self._write(op)
+        return await self._write(op, locks=(("confirmation", token_hash),))
 
     async def consume_confirmation(
         self, token_hash: str, now_ms: int | None = None, *, params_hash: str | None = None,
@@ -92,7 +91,8 @@ class MiscMixin(StoreBase):
         """Use a token once, atomically. Raises ConfirmationRejected(reason) with reason unknown,
         expired, used, or mismatch (`params_hash` given and different: the token is spent anyway)."""
         now = now_or(now_ms)
-        outcome = await self._write(lambda conn: _consume(conn, token_hash, now, params_hash))
+        outcome = await self._write(lambda conn: _consume(conn, token_hash, now, params_hash),
+                                    locks=(("confirmation", token_hash),))
         if isinstance(outcome, str):
             raise ConfirmationRejected(outcome)
         return outcome
@@ -100,7 +100,7 @@ class MiscMixin(StoreBase):
     async def purge_confirmations(self, *, older_than_ms: int) -> int:
         """Delete tokens that expired before `older_than_ms`; returns how many."""
         return await self._write(lambda c: c.execute(
-            "DELETE FROM confirmations WHERE expires_at_ms < ?", (older_than_ms,)).rowcount)
+            "DELETE FROM confirmations WHERE expires_at_ms < ?", (older_than_ms,)).rowcount, locks=())
 
     # --- settings -------------------------------------------------------------------------------
 
@@ -115,4 +115,4 @@ class MiscMixin(StoreBase):
         await self._write(lambda c: c.execute(
             "INSERT INTO settings (key, value_json, updated_at_ms) VALUES (?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json,"
-            " updated_at_ms = excluded.updated_at_ms", (key, text, now)))
+            " updated_at_ms = excluded.updated_at_ms", (key, text, now)), locks=(("setting", key),))

@@ -1,4 +1,10 @@
-"""Schema, migrated forward with `PRAGMA user_version` (one list of statements per version)."""
+"""Schema, migrated forward one version at a time (one list of statements per version).
+
+The statements are written once, in portable SQL as SQLite reads it. SQLite records the version in
+`PRAGMA user_version`; PostgreSQL in a `schema_version` table, with each statement passed through
+`pg.translate_ddl` (INTEGER -> BIGINT for ms timestamps, AUTOINCREMENT -> identity). On PostgreSQL the
+migration runs under a session advisory lock, so replicas that start together migrate once, in turn.
+"""
 
 from __future__ import annotations
 
@@ -133,3 +139,33 @@ def migrate(conn: sqlite3.Connection) -> int:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def migrate_pg(conn) -> int:
+    """PostgreSQL: bring the schema to SCHEMA_VERSION, each version in its own transaction, holding
+    `pg_advisory_lock(MIGRATION_LOCK)` so concurrent starters wait and then find nothing to do.
+    `conn` is a psycopg connection in autocommit mode. Returns the version found."""
+    from .pg import MIGRATION_LOCK, lock_key, translate_ddl
+
+    key = lock_key(MIGRATION_LOCK)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        with conn.transaction():
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        found = 0 if row is None else int(row[0])
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"database schema v{found} is newer than this program (v{SCHEMA_VERSION})")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            with conn.transaction():
+                for sql in MIGRATIONS[version - 1]:
+                    conn.execute(translate_ddl(sql))
+                conn.execute("UPDATE schema_version SET version = %s", (version,))
+        return found
+    finally:
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except Exception:  # noqa: BLE001 - a lost connection released the lock already
+            pass
