@@ -242,14 +242,17 @@ async def test_read_only_mode_is_coherent(tmp_path: Path) -> None:
 
 
 async def test_a_warm_create_is_one_platform_request(tmp_path: Path) -> None:
+    async def requests() -> int:  # less the reads the event poller makes on its own schedule
+        by_route = (await h.http.get("/_sandbox/stats")).json()["requests_by_route"]
+        return sum(n for route, n in by_route.items() if route not in ("get_call", "list_calls"))
+
     async with harness(tmp_path) as h:
         # warms the number and agent caches
         await h.ok("create_phone_call", from_number=TWILIO, to_number=TO, override_agent_id="agent_sales")
         for args in ({}, {"override_agent_id": "agent_support"}):
-            before = (await h.http.get("/_sandbox/stats")).json()["requests"]
+            before = await requests()
             await h.ok("create_phone_call", from_number=TELNYX, to_number="+14155552673", **args)
-            after = (await h.http.get("/_sandbox/stats")).json()["requests"]
-            assert after - before == 1, args
+            assert await requests() - before == 1, args
 
 
 async def test_concurrent_callers_cannot_pass_a_cap_of_one(tmp_path: Path) -> None:

@@ -96,6 +96,10 @@ class CallReader:
             return events
         return None
 
+    async def recent_calls(self, limit: int) -> list[CallRecord]:
+        """The latest call snapshots this server knows (for resources/list)."""
+        return await self.store.list_call_snapshots(limit)
+
     async def recent_events(self, limit: int) -> list[StoredEvent]:
         return await self.store.recent_events(limit)
 

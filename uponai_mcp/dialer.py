@@ -416,13 +416,6 @@ class Dialer:
         return found
 
 
-def _ok(result):
-    """Unwrap a guardrail result: a `Refusal` becomes a raised `Refused`."""
-    if isinstance(result, guardrails.Refusal):
-        raise Refused(result.code, result.message, **result.details)
-    return result
-
-
 def _region_of(number: str) -> str | None:
     dest = guardrails.check_destination(number)
     return None if isinstance(dest, guardrails.Refusal) else dest.region

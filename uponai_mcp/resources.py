@@ -224,7 +224,7 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
         hub = ctx.lifespan_context
         if getattr(hub, "services", None) is not None:
             try:
-                records = await hub.services.store.list_call_snapshots(LISTED_CALLS)
+                records = await hub.services.calls.recent_calls(LISTED_CALLS)
             except StoreUnavailable:
                 records = []
             for r in records:

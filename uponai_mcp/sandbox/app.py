@@ -39,6 +39,7 @@ def platform(engine: Engine, dialect: str) -> Callable[[Handler], Handler]:
         async def endpoint(request: Request) -> Response:
             engine.counters["requests"] += 1
             engine.counters[f"requests.{dialect}"] += 1
+            engine.counters[f"route.{handler.__name__}"] += 1
             try:
                 check_auth(request, engine)
                 fault = engine.faults.take(request.url.path)

@@ -294,6 +294,7 @@ class Engine:
         return {
             "requests": self.counters["requests"],
             "requests_by_dialect": {d: self.counters[f"requests.{d}"] for d in ("retell", "uponai")},
+            "requests_by_route": {k.removeprefix("route."): v for k, v in self.counters.items() if k.startswith("route.")},
             "creates_accepted": self.counters["creates_accepted"],
             "creates_accepted_by_scope": {s: self.counters[f"creates_accepted.{s}"] for s in SCOPES},
             "idempotent_replays": self.counters["idempotent_replays"],
