@@ -51,6 +51,8 @@ class Settings(BaseModel):
     max_calls_per_hour: int = 60
     max_calls_per_day: int = 500
     pacing_horizon_s: float = 30.0
+    # PostgreSQL (postgresql://user:pass@host/db) for several replicas; None: the SQLite file in data_dir.
+    database_url: str | None = Field(default=None, repr=False)
     webhook_key: str | None = Field(default=None, repr=False)  # None: the API key signs webhooks
     webhook_listen: str | None = None  # host:port for the webhook receiver under stdio
     mcp_tokens: tuple[str, ...] = Field(default=(), repr=False)
@@ -154,6 +156,13 @@ class Settings(BaseModel):
         parse("UPONAI_MAX_CALLS_PER_HOUR", "max_calls_per_hour", positive(int))
         parse("UPONAI_MAX_CALLS_PER_DAY", "max_calls_per_day", positive(int))
         parse("UPONAI_PACING_HORIZON_S", "pacing_horizon_s", positive(float))
+        database_url = get("UPONAI_DATABASE_URL")  # not through parse(): an error must not echo a password
+        if database_url is not None:
+            if database_url.startswith(("postgresql://", "postgres://")):
+                values["database_url"] = database_url
+            else:
+                errors.append("UPONAI_DATABASE_URL is not valid: use a postgresql:// URL (unset it for the "
+                              "embedded SQLite file)")
         parse("UPONAI_WEBHOOK_KEY", "webhook_key", str)
         parse("UPONAI_WEBHOOK_LISTEN", "webhook_listen", str)
         parse("UPONAI_MCP_TOKENS", "mcp_tokens", lambda r: tuple(t.strip() for t in r.split(",") if t.strip()))

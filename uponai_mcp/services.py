@@ -143,7 +143,7 @@ async def build_services(
             # spend this run's budgets on calls that no longer exist.
             for suffix in ("", "-wal", "-shm"):
                 db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
-        store = await Store.open(db_path)
+        store = await Store.open(settings.database_url or db_path)  # PostgreSQL when UPONAI_DATABASE_URL is set
         stack.push_async_callback(store.close)
         api = await stack.enter_async_context(UponAIClient.from_settings(settings))
         wall = wall or (lambda: datetime.now(UTC))

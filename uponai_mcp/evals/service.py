@@ -105,6 +105,7 @@ class EvalService:
             problems.setdefault((case, key, message), Problem(file=file, case=case, key=key, message=message))
 
         seen: set[tuple[int, int]] = set()
+        e164: dict[str, str] = {}  # as written -> as the ledger stores it
         for item in items:
             if (item.case_idx, item.variant_idx) in seen:
                 continue
@@ -123,11 +124,12 @@ class EvalService:
             needs = needs or pf.needs_confirmation
             scope = scope or pf.from_number.kind.value
             summary = summary or pf.summary
-        await self._check_budgets(items, add, run_id)
+            e164[item.request.to_number] = pf.destination.e164
+        await self._check_budgets(items, add, run_id, e164)
         return Checked(list(problems.values()), needs, scope, summary)
 
     async def _check_budgets(self, items: list[Item], add: Callable[[str | None, str, str], None],
-                             run_id: str | None) -> None:
+                             run_id: str | None, e164: dict[str, str]) -> None:
         todo = items
         if run_id is not None:
             todo = [i for i in items if await self.store.get_attempt_by_key(plan.idempotency_key(run_id, i)) is None]
@@ -136,7 +138,8 @@ class EvalService:
         s, now = self.settings, self._now_ms()
         per_dest: dict[str, list[Item]] = {}
         for item in todo:
-            per_dest.setdefault(item.request.to_number, []).append(item)
+            number = item.request.to_number
+            per_dest.setdefault(e164.get(number, number), []).append(item)
         for number, mine in per_dest.items():
             before = await self.store.count_attempts(to_number=number, since_ms=now - 86_400_000)
             if before + len(mine) > s.max_attempts_per_destination_24h:

@@ -20,7 +20,7 @@ failure reruns the op (ops are functions of the connection, safe to rerun).
 
 Reads run in REPEATABLE READ READ ONLY transactions: one consistent view across the op's queries.
 
-Failures: a lost or refused connection, a pool timeout, a server shutting down or a full disk raise
+Failures: a lost or refused connection, a server shutting down or a full disk raise
 `StoreUnavailable` (-> `store_unavailable` / 503); our own SQL or data errors propagate unchanged. A write whose
 connection breaks before its first statement is retried once on a fresh connection (nothing was sent); one
 that breaks later is reported unavailable (it may or may not have committed: callers fail closed).
@@ -34,6 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -49,7 +50,6 @@ STORE_LOCK = "uponai:store"  # the store-wide lock (shared by ops that name thei
 MIGRATION_LOCK = "uponai:migrations"
 DEFAULT_WRITE_CONNECTIONS = 8
 DEFAULT_READ_CONNECTIONS = 6
-POOL_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5
 RERUNS = 8  # deadlock / serialization failure reruns of one op
 
@@ -233,13 +233,11 @@ def _configure_adapters(conn: Any) -> None:
 def _classify(exc: BaseException) -> str:
     """"rerun" (deadlock, serialization), "unavailable" (the database is not there), or "raise"."""
     import psycopg
-    import psycopg_pool
     from psycopg import errors as e
 
     if isinstance(exc, e.SerializationFailure | e.DeadlockDetected):
         return "rerun"
-    if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed | psycopg.OperationalError
-                  | psycopg.InterfaceError):
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return "unavailable"
     if isinstance(exc, e.InsufficientResources | e.DiskFull | e.OutOfMemory | e.ReadOnlySqlTransaction
                   | e.AdminShutdown | e.CannotConnectNow | e.SystemError | e.InternalError_):
@@ -258,11 +256,85 @@ class _NotStarted(Exception):
     """The connection failed before the op sent anything: safe to try again on a fresh one."""
 
 
+# --- connections ----------------------------------------------------------------------------------------
+
+
+class Pool:
+    """Up to `size` connections (the caller's CapacityLimiter bounds how many are out at once), opened on
+    demand in the calling worker thread. A connection that broke is dropped, never returned.
+
+    Not psycopg_pool: its background reconnection backs off exponentially (1, 2, 4, ... s) for as long as the
+    database is away, so a replica could take minutes to notice it is back; here the next op connects at once
+    (and fails at once, with `connect_timeout` as the bound, while it is still away).
+    """
+
+    def __init__(self, url: str, size: int, *, read_only: bool, name: str, options: str) -> None:
+        self.url = url
+        self.size = size
+        self.name = name
+        self._read_only = read_only
+        self._options = options
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                               application_name=f"uponai-mcp/{self.name}", options=self._options)
+        _configure_adapters(conn)
+        if self._read_only:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            from psycopg import pq
+
+            healthy = (not conn.closed and not conn.broken
+                       and conn.info.transaction_status == pq.TransactionStatus.IDLE)
+            if healthy and not self._closed:
+                with self._lock:
+                    if len(self._idle) < self.size:
+                        self._idle.append(conn)
+                        conn = None
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - a broken connection may fail to close
+                    pass
+
+    def check(self) -> None:
+        """Drop every idle connection (after one turned out dead, e.g. the server restarted)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self, timeout: float = 5) -> None:
+        self._closed = True
+        self.check()
+
+
 # --- the backend ----------------------------------------------------------------------------------------
 
 
 class PgBackend:
-    """Two psycopg pools (writes, reads) used from worker threads, one transaction per op."""
+    """Two pools of psycopg connections (writes, reads) used from worker threads, one transaction per op."""
 
     def __init__(self, url: str, *, write_connections: int = DEFAULT_WRITE_CONNECTIONS,
                  read_connections: int = DEFAULT_READ_CONNECTIONS, lock_timeout_ms: int = 5000) -> None:
@@ -279,23 +351,11 @@ class PgBackend:
         self.reruns = 0
 
     @staticmethod
-    def _pool(url: str, size: int, name: str, *, read_only: bool, lock_ms: int) -> Any:
-        import psycopg
-        from psycopg_pool import ConnectionPool
-
-        def configure(conn: psycopg.Connection) -> None:
-            _configure_adapters(conn)
-            if read_only:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                conn.read_only = True
-
-        return ConnectionPool(url, min_size=1, max_size=size, open=False, name=name, timeout=POOL_TIMEOUT_S,
-                              configure=configure, reconnect_timeout=3600 * 24 * 365,
-                              kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
-                                      "application_name": "uponai-mcp",
-                                      # like SQLite's busy_timeout: a write that waits longer for a lock fails
-                                      # (StoreUnavailable) instead of hanging its caller
-                                      "options": f"-c lock_timeout={lock_ms}"})
+    def _pool(url: str, size: int, name: str, *, read_only: bool, lock_ms: int) -> Pool:
+        return Pool(url, size, read_only=read_only, name=name,
+                    # like SQLite's busy_timeout: a write that waits longer for a lock fails (StoreUnavailable)
+                    # instead of hanging its caller
+                    options=f"-c lock_timeout={lock_ms}")
 
     # -- lifecycle
 
@@ -310,8 +370,6 @@ class PgBackend:
                     migrate(conn)
         except psycopg.Error as exc:
             raise unavailable(exc) from exc
-        self._writes.open(wait=False)
-        self._reads.open(wait=False)
 
     def close_blocking(self) -> None:
         self._closed = True
