@@ -61,6 +61,8 @@ __all__ = [
     "PacingError",
     "RateLimitedLater",
     "ScopeState",
+    "SharedPacer",
+    "SharedSchedule",
     "Slot",
     "UnknownScope",
     "max_cps_for",
@@ -621,6 +623,9 @@ class Pacer:
         st.tat = max(st.tat + delta, st.paused_until)
         return self._state(st, now)
 
+    async def sync(self) -> None:
+        """Publish configuration changes to a shared schedule (`SharedPacer`); nothing to do in one process."""
+
     # -- persistence of the configured values (pacing state itself stays in memory) --
 
     def snapshot(self) -> dict[str, Any]:
@@ -685,3 +690,106 @@ class Pacer:
             elif pending is not None:
                 self._apply(st, pending)  # a non-Twilio scope never pends; the newest value wins
         return problems
+
+
+# --- one schedule for the deployment (several replicas on PostgreSQL) ---------------------------------
+
+
+@runtime_checkable
+class SharedSchedule(Protocol):
+    """Where the shared schedule lives (`store.pacer_state.PacerState` on PostgreSQL)."""
+
+    async def book(self, scope: str, *, default_cps: int, margin: float, horizon_s: float,
+                   pause_s: float = 0.0) -> Any: ...
+
+    async def configure(self, scope: str, *, cps: int, pending_cps: int | None, pending_in_s: float | None,
+                        concurrency_limit: int | None, cut: bool, margin: float) -> None: ...
+
+
+class SharedPacer(Pacer):
+    """The same pacer, booking its slots on a schedule shared by every replica.
+
+    `reserve` books the scope's next slot in one short transaction on the shared schedule (database clock:
+    start = max(tat, now, pause end), tat += spacing) and sleeps locally until it starts, so the replicas
+    together never exceed the CPS. The local checks stay (a slot moved by a local 429 pause, the guard over
+    this process's own dispatches), so a slot can only start later than booked, never earlier.
+    `set_cps` validates and applies here at once and is published by `sync()` (the services call it when they
+    save the setting; a booking publishes a pending change first), and every booking brings back the scope's
+    configuration, so a change made on any replica paces all of them from their next booking. A platform 429
+    (`penalize`) pauses this process at once and the whole deployment from its next booking.
+    """
+
+    def __init__(self, schedule: SharedSchedule, clock: Clock | None = None, *,
+                 wall: Callable[[], float] | None = None, margin: float = SPACING_MARGIN) -> None:
+        super().__init__(clock, wall=wall, margin=margin)
+        self.schedule = schedule
+        self._pause_pending: dict[ProviderKind, float] = {}
+        self._dirty: set[ProviderKind] = set()
+        self._cut: set[ProviderKind] = set()
+
+    def set_cps(
+        self, scope: ProviderKind | str, cps: int, *, concurrency_limit: int | None = None
+    ) -> ScopeState:
+        st = self._scopes[_coerce_scope(scope)]
+        before = st.effective
+        state = super().set_cps(scope, cps, concurrency_limit=concurrency_limit)
+        self._dirty.add(st.kind)
+        if st.effective < before:
+            self._cut.add(st.kind)
+        return state
+
+    def penalize(self, scope: ProviderKind | str, retry_after_s: float) -> ScopeState:
+        state = super().penalize(scope, retry_after_s)
+        kind = _coerce_scope(scope)
+        self._pause_pending[kind] = max(self._pause_pending.get(kind, 0.0), float(retry_after_s))
+        return state
+
+    async def sync(self) -> None:
+        """Publish the scopes configured here since the last sync."""
+        for kind in list(self._dirty):
+            st = self._scopes[kind]
+            now = self.clock.now()
+            self._refresh(st, now)
+            await self.schedule.configure(
+                kind.value, cps=st.effective, pending_cps=st.pending,
+                pending_in_s=None if st.pending_at is None else st.pending_at - now,
+                concurrency_limit=st.concurrency_limit, cut=kind in self._cut, margin=self.margin)
+            self._dirty.discard(kind)
+            self._cut.discard(kind)
+
+    async def reserve(self, scope: ProviderKind | str, *, horizon_s: float = 30.0) -> Slot:
+        if not (math.isfinite(horizon_s) and horizon_s >= 0):
+            raise ValueError(f"horizon_s must be a finite number >= 0; got {horizon_s!r}")
+        st = self._scopes[_coerce_scope(scope)]
+        if st.kind in self._dirty:
+            await self.sync()
+        pause = self._pause_pending.pop(st.kind, 0.0)
+        try:
+            booking = await self.schedule.book(st.kind.value, default_cps=st.effective, margin=self.margin,
+                                               horizon_s=horizon_s, pause_s=pause)
+        except BaseException:
+            if pause:
+                self._pause_pending[st.kind] = max(self._pause_pending.get(st.kind, 0.0), pause)
+            raise
+        now = self.clock.now()
+        self._adopt(st, booking, now)
+        start = now + booking.start_in_s
+        if not booking.booked:
+            raise self._later(st, start, now, f"within the next {horizon_s:g} s")
+        t = self._spacing(st.effective)
+        slot = Slot(scope=st.kind, start=start, reserved_at=now, deadline=now + horizon_s, spacing_s=t)
+        slot._end = start + t
+        st.tat = max(st.tat, slot._end)  # this process's view (batches look at it to stay near their slot)
+        return slot
+
+    def _adopt(self, st: _Scope, booking: Any, now: float) -> None:
+        if booking.paused_for_s > 0:
+            st.paused_until = max(st.paused_until, now + booking.paused_for_s)
+        if st.kind in self._dirty:
+            return  # a change made here and not yet published wins over what the schedule said
+        st.effective = int(booking.cps)
+        st.pending = booking.pending_cps
+        st.pending_at = None if booking.pending_in_s is None else now + booking.pending_in_s
+        if st.kind is ProviderKind.CUSTOM:
+            st.concurrency_limit = booking.concurrency_limit
+        st.explicit = st.explicit or bool(booking.explicit)

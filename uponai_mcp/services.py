@@ -68,6 +68,7 @@ class Services:
 
     async def save_cps(self) -> None:
         await self.store.set_setting(CPS_SETTING, self.pacer.snapshot())
+        await self.pacer.sync()  # on PostgreSQL: the change paces every replica from their next booking
 
     async def set_cps(self, provider: str, cps: int) -> ScopeState:
         """Configure a scope's CPS within the provider's maximum, persist it, and audit the change."""
@@ -149,6 +150,11 @@ async def build_services(
         wall = wall or (lambda: datetime.now(UTC))
         # 5 % spacing margin: N+1 calls span >= 1.05 s, so ~50 ms of network jitter (a cold connection,
         # a slow hop) still cannot put N+1 arrivals in one platform second.
+        if pacer is None and store.dialect == "postgresql":  # one schedule for every replica
+            from uponai_mcp.pacing import SharedPacer
+            from uponai_mcp.store.pacer_state import PacerState
+
+            pacer = SharedPacer(PacerState(store), wall=lambda: wall().timestamp(), margin=PACING_MARGIN)
         pacer = pacer or Pacer(wall=lambda: wall().timestamp(), margin=PACING_MARGIN)
         saved = await store.get_setting(CPS_SETTING)
         for problem in pacer.restore(saved) if saved else ():
