@@ -12,12 +12,15 @@ or dead subscriber never delays an acknowledgement. Notifications are level trig
 care"), so coalescing repeated URIs loses nothing.
 
 `Feed.changed_event(call_id)` gives an `anyio.Event` set on the call's next change, for `wait_for_call`.
+
+Several replicas (PostgreSQL): `Feed.relay`, when set (`events/relay.py`), is handed every local change and
+sends it to the other replicas, which replay it with `remote=True` (not relayed again).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -124,14 +127,18 @@ class Feed:
         self._known_calls: dict[str, None] = {}
         self._running = 0
         self.published = 0  # URIs announced, for tests and benchmarks
+        self.relay: Callable[..., None] | None = None  # cross-replica fan-out (events/relay.py)
 
     # --- producers (sync, never block) ---------------------------------------------------------
 
-    def call_changed(self, call_id: str, *, new: bool | None = None) -> None:
+    def call_changed(self, call_id: str, *, new: bool | None = None, remote: bool = False) -> None:
         """A stored event or snapshot change for `call_id`. `new=None` decides by whether the call was
-        seen before by this feed; a new call also announces that the resource list changed."""
+        seen before by this feed; a new call also announces that the resource list changed. `remote`: it
+        happened on another replica (not relayed back)."""
         if new is None:
             new = call_id not in self._known_calls
+        if self.relay is not None and not remote:
+            self.relay("call", call_id, new)
         self._remember(call_id)
         self._wake_waiters(call_id)
         for uri in uris_for_call(call_id):
@@ -140,11 +147,15 @@ class Feed:
             self._list_changed = True
         self._kick()
 
-    def resource_changed(self, uri: str) -> None:
+    def resource_changed(self, uri: str, *, remote: bool = False) -> None:
+        if self.relay is not None and not remote:
+            self.relay("uri", uri)
         self._pending[uri] = None
         self._kick()
 
-    def list_changed(self) -> None:
+    def list_changed(self, *, remote: bool = False) -> None:
+        if self.relay is not None and not remote:
+            self.relay("list")
         self._list_changed = True
         self._kick()
 

@@ -1,0 +1,71 @@
+"""Cross-replica fan-out: a change announced on one replica's feed reaches the others (LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated
+
+from uponai_mcp.events.feed import Feed, call_uri
+from uponai_mcp.events.relay import MAX_PAYLOAD, PgRelay, _chunks
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    async def publish(self, event: object) -> None:
+        self.events.append(event)
+
+    def subscribe(self, listener):  # pragma: no cover - not used here
+        return lambda: None
+
+
+async def _replica(stack, url):
+    bus = RecordingBus()
+    feed = await stack.enter_async_context(Feed(bus).running())
+    relay = await stack.enter_async_context(PgRelay(url, feed).running())
+    with anyio.fail_after(10):
+        await relay.listening.wait()
+    return feed, bus, relay
+
+
+async def test_a_change_on_one_replica_wakes_waiters_and_subscribers_on_the_others(pg_url):
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        a, _, relay_a = await _replica(stack, pg_url)
+        b, bus_b, _ = await _replica(stack, pg_url)
+        c, bus_c, _ = await _replica(stack, pg_url)
+        waiting_b, waiting_c = b.changed_event("call_1"), c.changed_event("call_1")
+        a.call_changed("call_1")
+        with anyio.fail_after(5):
+            await waiting_b.wait()
+            await waiting_c.wait()
+            while ResourceUpdated(uri=call_uri("call_1")) not in bus_b.events:
+                await anyio.sleep(0.01)
+        assert ResourcesListChanged() in bus_b.events  # a new call: the list changed too
+        a.resource_changed("uponai://batches/b1")
+        with anyio.fail_after(5):
+            while ResourceUpdated(uri="uponai://batches/b1") not in bus_c.events:
+                await anyio.sleep(0.01)
+        # nothing echoes back to the origin, and a replayed change is not relayed again
+        await anyio.sleep(0.2)
+        assert relay_a.received == 0
+
+
+def test_payloads_stay_under_the_notify_limit():
+    calls = [(f"call_{i:06d}" * 4, i % 2 == 0) for i in range(2000)]
+    chunks = _chunks("o", calls, ["uponai://x"] * 3, True)
+    assert len(chunks) > 1 and all(len(p) <= MAX_PAYLOAD for p in chunks)
+    import json
+
+    seen = [tuple(c) for p in chunks for c in json.loads(p)["c"]]
+    assert seen == [(a, b) for a, b in calls]
