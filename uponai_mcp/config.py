@@ -51,6 +51,12 @@ class Settings(BaseModel):
     max_calls_per_hour: int = 60
     max_calls_per_day: int = 500
     pacing_horizon_s: float = 30.0
+    # Outreach (issue 12): spend cap in cents per UTC day (None: no cap) and the estimate per call without a
+    # reported cost; opt-out detection and extra phrases.
+    max_spend_per_day_cents: int | None = None
+    spend_estimate_cents: int = 50
+    opt_out_detection: bool = True
+    opt_out_phrases: tuple[str, ...] = ()
     # PostgreSQL (postgresql://user:pass@host/db) for several replicas; None: the SQLite file in data_dir.
     database_url: str | None = Field(default=None, repr=False)
     webhook_key: str | None = Field(default=None, repr=False)  # None: the API key signs webhooks
@@ -156,6 +162,10 @@ class Settings(BaseModel):
         parse("UPONAI_MAX_CALLS_PER_HOUR", "max_calls_per_hour", positive(int))
         parse("UPONAI_MAX_CALLS_PER_DAY", "max_calls_per_day", positive(int))
         parse("UPONAI_PACING_HORIZON_S", "pacing_horizon_s", positive(float))
+        parse("UPONAI_MAX_SPEND_PER_DAY", "max_spend_per_day_cents", positive(int))
+        parse("UPONAI_SPEND_ESTIMATE_CENTS", "spend_estimate_cents", lambda r: max(0, int(r)))
+        parse("UPONAI_OPT_OUT_DETECTION", "opt_out_detection", flag)
+        parse("UPONAI_OPT_OUT_PHRASES", "opt_out_phrases", lambda r: tuple(p.strip() for p in r.split("|") if p.strip()))
         database_url = get("UPONAI_DATABASE_URL")  # not through parse(): an error must not echo a password
         if database_url is not None:
             if database_url.startswith(("postgresql://", "postgres://")):

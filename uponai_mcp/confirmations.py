@@ -16,8 +16,8 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.store import Confirmation, ConfirmationRejected, Store, hash_token
 
 TTL = timedelta(minutes=5)
-PREFIX = {"call": "cfm_", "batch": "cfb_", "eval": "cfe_"}
-TOOL = {"call": "confirm_call", "batch": "confirm_batch", "eval": "run_eval"}
+PREFIX = {"call": "cfm_", "batch": "cfb_", "eval": "cfe_", "schedule": "cfs_"}
+TOOL = {"call": "confirm_call", "batch": "confirm_batch", "eval": "run_eval", "schedule": "create_phone_call"}
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ class Dialer:
         self.countries = guardrails.CountryPolicy.from_settings(settings)
         self.window = guardrails.CallingWindow.parse(settings.effective_calling_window)
         self.budgets = guardrails.Budgets.from_settings(settings)
+        self.spend = guardrails.SpendCap(settings.max_spend_per_day_cents, settings.spend_estimate_cents)
         self.confirmations = Confirmations(store, wall)
 
     def _now_ms(self) -> int:
@@ -112,25 +113,28 @@ class Dialer:
 
     # --- the decision ---------------------------------------------------------------------------
 
-    async def preflight(self, request: CallRequest) -> Preflight:
+    async def preflight(self, request: CallRequest, *, at: datetime | None = None) -> Preflight:
         """Run every check of a dial without dialling; raises `Refused` on the first failure (audited)."""
         try:
-            return await self.evaluate(request)
+            return await self.evaluate(request, at=at)
         except Refused as refusal:
             await self._audit("refused", request, code=refusal.code, summary=refusal.message)
             raise
 
-    async def evaluate(self, request: CallRequest) -> Preflight:
+    async def evaluate(self, request: CallRequest, *, at: datetime | None = None) -> Preflight:
         """The decision, without an audit entry: `guardrails.evaluate` (every guardrail, once) over the
-        account's numbers and the ledger's usage, then the agent. Budgets are read here for the verdict;
-        the binding check is the reservation in `reserve`."""
+        account's numbers, the do-not-call list and the ledger's usage, then the agent. Budgets are read here
+        for the verdict; the binding check is the reservation in `reserve`. `at`: judge the calling window at
+        that time instead of now (a scheduled call)."""
+        listed = await self.do_not_call_entry(request.to_number)
         numbers = await self.directory.numbers()
-        now = self.wall()
+        now = at or self.wall()
         verdict = guardrails.evaluate(
             to_number=request.to_number, from_number=request.from_number, numbers=numbers,
             policy=self.countries, window=self.window, now=now, budgets=self.budgets,
             usage=await self._usage(request.to_number),
             override_agent_id=request.override_agent_id, ignore_e164_validation=request.ignore_e164_validation,
+            listed=listed, do_not_call_checked=True, spend=self.spend,
         )
         if verdict.refusal is not None:
             r = verdict.refusal
@@ -161,13 +165,28 @@ class Dialer:
         dest = guardrails.check_destination(to_number)
         e164 = to_number if isinstance(dest, guardrails.Refusal) else dest.e164
         u = await self.store.usage(e164, now_ms=self._now_ms())
-        return guardrails.Usage(u.to_destination_24h, u.last_hour, u.last_day)
+        return guardrails.Usage(u.to_destination_24h, u.last_hour, u.last_day, spent_mc=u.spent_today_mc,
+                                in_flight_today=u.in_flight_today)
 
-    def budget_check(self) -> Callable[[StoreUsage], guardrails.Refusal | None]:
-        """The budget rule, run by the store inside the reservation's transaction."""
-        return lambda u: guardrails.check_budgets(
-            self.budgets, attempts_to_destination_24h=u.to_destination_24h, calls_last_hour=u.last_hour,
-            calls_last_day=u.last_day)
+    async def do_not_call_entry(self, to_number: str) -> guardrails.Listed | None:
+        """The do-not-call entry of a destination written any way (compared in E.164), or None."""
+        e164 = guardrails.normalize_loose(to_number)
+        entry = None if e164 is None else await self.store.get_do_not_call(e164)
+        return None if entry is None else guardrails.Listed(entry.e164, entry.reason, entry.source, entry.call_id)
+
+    def budget_check(self, to_number: str = "") -> Callable[[StoreUsage], guardrails.Refusal | None]:
+        """The binding rules, run by the store inside the reservation's transaction: the do-not-call list (a
+        number listed since the decision), the budgets, and the spend cap (concurrent callers cannot pass it)."""
+        def check(u: StoreUsage) -> guardrails.Refusal | None:
+            if u.do_not_call is not None:
+                reason, source, call_id = u.do_not_call
+                return guardrails.check_do_not_call(to_number, guardrails.Listed(to_number, reason, source, call_id))
+            return guardrails.check_budgets(
+                self.budgets, attempts_to_destination_24h=u.to_destination_24h, calls_last_hour=u.last_hour,
+                calls_last_day=u.last_day) or guardrails.check_spend(
+                self.spend, spent_mc=u.spent_today_mc, in_flight=u.in_flight_today, now=self.wall())
+
+        return check
 
     async def record_declined(self, request: CallRequest) -> None:
         await self._audit("declined", request, code="declined", summary="the person declined the call")
@@ -210,14 +229,15 @@ class Dialer:
 
     # --- dialling -------------------------------------------------------------------------------
 
-    async def prepare(self, request: CallRequest, idempotency_key: str | None = None) -> Prepared:
+    async def prepare(self, request: CallRequest, idempotency_key: str | None = None, *,
+                      at: datetime | None = None) -> Prepared:
         """The first look at a create: the earlier attempt with this key, else the decision (audited
-        refusals are raised)."""
+        refusals are raised). `at`: a scheduled call, judged (calling window) at that time; no replay."""
         prepared = Prepared(request, idempotency_key, params.params_hash(request))
-        if idempotency_key is not None:
+        if idempotency_key is not None and at is None:
             prepared.earlier = await self.store.get_attempt_by_key(idempotency_key)
         if prepared.earlier is None:
-            prepared.decision = await self.preflight(request)
+            prepared.decision = await self.preflight(request, at=at)
         return prepared
 
     async def place(
@@ -255,7 +275,7 @@ class Dialer:
                 attempt_id, idempotency_key=idempotency_key, params_hash=params.params_hash(request),
                 request_json=params.canonical_json(request), from_number=request.from_number,
                 to_number=pf.destination.e164, scope=pf.from_number.kind.value, source=source,
-                now_ms=self._now_ms(), check=self.budget_check(),
+                now_ms=self._now_ms(), check=self.budget_check(pf.destination.e164),
             )
         except IdempotencyConflict as exc:
             raise _conflict(idempotency_key) from exc

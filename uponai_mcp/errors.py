@@ -15,7 +15,7 @@ from uponai_mcp.api import errors as api_errors
 CODES = frozenset({
     "invalid_number", "destination_not_allowed", "number_type_blocked", "emergency_number",
     "from_number_not_usable", "outside_calling_window", "budget_exceeded", "rate_limited",
-    "cps_above_provider_max", "confirmation_required", "not_found", "outcome_unknown", "upstream_error",
+    "cps_above_provider_max", "do_not_call", "confirmation_required", "not_found", "outcome_unknown", "upstream_error",
     # beyond the guardrail list: malformed arguments, idempotency misuse, configuration, read-only
     "invalid_argument", "idempotency_conflict", "confirmation_invalid", "configuration_error", "declined",
     # the server itself: a mutating tool on a read-only server, a tool that does not exist, storage down,

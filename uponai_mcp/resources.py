@@ -47,6 +47,7 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.events.feed import RECENT_EVENTS_URI, LegacySubscriptions, call_events_uri
 from uponai_mcp.models import Call, ProviderKind
 from uponai_mcp.store import StoredEvent, StoreUnavailable
+from uponai_mcp.tools.outreach import register_resources as outreach_resources
 from uponai_mcp.tools.pacing import view as cps_view
 from uponai_mcp.views import CallDetails, NumberView, call_uri
 
@@ -214,6 +215,8 @@ def register(mcp: MCPServer, legacy: LegacySubscriptions, hub: Callable[[], Any]
              "summary": _text(e.summary), "details": e.details}
             for e in entries
         ]})
+
+    outreach_resources(mcp, lambda: _require(hub()))  # do-not-call, spend, scheduled calls
 
     low = mcp._lowlevel_server
 

@@ -30,6 +30,7 @@ from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.events.poller import Poller
 from uponai_mcp.hub import ServiceHub
 from uponai_mcp.models import BindingUpdate, PhoneNumber
+from uponai_mcp.outreach import OutreachService
 from uponai_mcp.pacing import CpsError, Pacer, ScopeState
 from uponai_mcp.store import Store
 
@@ -55,6 +56,7 @@ class Services:
     poller: Poller | None = None
     batches: BatchService | None = None  # batch outreach; its runner runs for the server's lifetime
     evals: EvalService | None = None  # agent evaluations (run_eval); background runs live as long as the server
+    outreach: OutreachService | None = None  # do-not-call, opt-outs, spend, scheduled calls and retries
     calls: CallReader = None  # type: ignore[assignment]  # reading and waiting for calls
 
     def __post_init__(self) -> None:
@@ -161,10 +163,6 @@ async def build_services(
             log.warning("saved CPS setting not restored: %s", problem)
         directory = Directory(api)
         feed = await stack.enter_async_context((feed or Feed()).running())
-        if settings.database_url:  # several replicas: a change on any of them reaches every replica's subscribers
-            from uponai_mcp.events.relay import PgRelay
-
-            await stack.enter_async_context(PgRelay(settings.database_url, feed).running())
         ingest = Ingest(store, feed)
         dialer = Dialer(settings, api, store, pacer, directory, wall=wall, on_call=ingest.call_placed)
         services = Services(settings, api, store, pacer, directory, dialer, sandbox_url, wall, feed=feed,
@@ -175,6 +173,8 @@ async def build_services(
         # After reconcile_pending: the runner resumes unfinished batches from the settled ledger.
         services.batches = await stack.enter_async_context(
             BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
+        services.outreach = (await stack.enter_async_context(OutreachService(
+            settings, store, dialer, wall=wall, publish=feed.resource_changed).running())).attach(ingest, services.batches)
         services.evals = await stack.enter_async_context(
             EvalService(settings, dialer, store, feed=feed, wall=wall, publish=feed.resource_changed).running())
         yield ServiceHub(services=services)

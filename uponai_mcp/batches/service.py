@@ -32,7 +32,7 @@ from uponai_mcp.store import Batch, Store
 from . import planning
 from .planning import BatchPlan
 from .runner import BatchRunner
-from .views import DONE_STATES, AcceptedTask, BatchCreated, BatchView, RefusedTask, batch_uri
+from .views import DONE_STATES, AcceptedTask, BatchCreated, BatchView, RefusedTask, RetryView, batch_uri, iso
 from .window import CallTimeWindow
 
 log = logging.getLogger(__name__)
@@ -145,15 +145,20 @@ class BatchService:
 
     async def plan(self, *, from_number: str, tasks: Sequence[dict[str, Any]] | None, tasks_csv: str | None,
                    name: str | None, scheduled_at: str | None,
-                   call_time_window: CallTimeWindow | None, consume: bool = False) -> BatchPlan:
+                   call_time_window: CallTimeWindow | None, consume: bool = False,
+                   retry_policy: Any = None) -> BatchPlan:
         """Parse and judge a batch. The confirmation question and the tool body share one plan: the question
         caches it briefly, the body (`consume=True`) takes it out, so a later identical request plans afresh.
         Raises Refused for malformed input or when the platform cannot be reached."""
-        key = _args_key(from_number, tasks, tasks_csv, name, scheduled_at, call_time_window)
+        key = _args_key(from_number, tasks, tasks_csv, name, scheduled_at, call_time_window, retry_policy)
         cached = self._plans.pop(key, None) if consume else self._plans.get(key)
         if cached is not None and time.monotonic() - cached.at < PLAN_CACHE_TTL_S:
             return cached.plan
         specs = planning.task_specs(tasks, tasks_csv)
+        if retry_policy is not None:  # every task's request carries it (outreach schedules the retries)
+            from uponai_mcp.outreach.service import with_retry
+
+            specs = [(src, {**f, "metadata": with_retry(f.get("metadata"), retry_policy)}) for src, f in specs]
         when = planning.parse_schedule(scheduled_at, self.wall())
         plans = planning.build_requests(from_number, specs)
         await self._expire_confirmations()
@@ -296,7 +301,11 @@ class BatchService:
         if state is not None:
             tasks = [t for t in tasks if t.state == state]
         page = tasks[offset:] if limit is None else tasks[offset:offset + limit]
-        return BatchView.of(batch, now=self.wall(), tasks=page, offset=offset, ended=ended)
+        retries: dict[int, list[RetryView]] = {}
+        for r in await self.store.scheduled_of_batch(batch_id) if page else ():
+            retries.setdefault(r.task_idx, []).append(RetryView(
+                attempt=r.tries, state=r.state, scheduled_at=iso(r.due_at_ms), call_id=r.call_id, code=r.code))
+        return BatchView.of(batch, now=self.wall(), tasks=page, offset=offset, ended=ended, retries=retries)
 
     async def list(self, *, status: str | None = None, limit: int = 20) -> list[BatchView]:
         await self._expire_confirmations()
@@ -309,6 +318,7 @@ class BatchService:
             return batch, 0
         self.live(batch_id).cancelled = True
         cancelled = await self.store.cancel_batch(batch_id, now_ms=self._now_ms())
+        cancelled += await self.store.cancel_scheduled_of_batch(batch_id, now_ms=self._now_ms())  # retries
         await self.store.audit("create_batch_call", decision="cancelled", summary=f"batch {batch_id}: "
                                f"{cancelled} task(s) cancelled before dialling", details={"batch_id": batch_id},
                                now_ms=self._now_ms())

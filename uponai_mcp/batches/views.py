@@ -43,6 +43,16 @@ class RefusedTask(BaseModel):
     message: str
 
 
+class RetryView(BaseModel):
+    """A later attempt of a task (its retry policy)."""
+
+    attempt: int
+    state: str = Field(description="scheduled, dialing, placed, refused, cancelled, failed.")
+    scheduled_at: str | None = None
+    call_id: str | None = None
+    code: str | None = None
+
+
 class TaskView(BaseModel):
     index: int
     to_number: str
@@ -54,12 +64,13 @@ class TaskView(BaseModel):
     call_status: str | None = Field(None, description="The call's final status once it ended (ended, "
                                     "not_connected, error).")
     call_uri: str | None = None
+    retries: list[RetryView] | None = Field(None, description="Attempts after the first (retry_policy).")
 
     @classmethod
-    def of(cls, t: BatchTask) -> TaskView:
+    def of(cls, t: BatchTask, retries: list[RetryView] | None = None) -> TaskView:
         return cls(index=t.idx, to_number=t.to_number, state=t.state, code=t.refusal_code, attempt_id=t.attempt_id,
                    call_id=t.call_id, call_status=t.final_status,
-                   call_uri=call_uri(t.call_id) if t.call_id else None)
+                   call_uri=call_uri(t.call_id) if t.call_id else None, retries=retries or None)
 
 
 class BatchView(BaseModel):
@@ -87,7 +98,7 @@ class BatchView(BaseModel):
 
     @classmethod
     def of(cls, batch: Batch, *, now: datetime, tasks: list[BatchTask] | None = None, offset: int = 0,
-           ended: int | None = None) -> BatchView:
+           ended: int | None = None, retries: dict[int, list[RetryView]] | None = None) -> BatchView:
         window = CallTimeWindow.model_validate(batch.window) if batch.window else None
         confirm = batch.confirm if isinstance(batch.confirm, dict) else {}
         awaiting = batch.status == "paused" and confirm.get("state") == "awaiting"
@@ -101,7 +112,8 @@ class BatchView(BaseModel):
             next_window_open_at=nxt.isoformat(timespec="seconds").replace("+00:00", "Z") if nxt else None,
             awaiting_confirmation=awaiting, total=batch.total, counts=dict(batch.counts),
             dialled=batch.counts.get("placed", 0), ended=ended, resource_uri=batch_uri(batch.batch_id),
-            tasks=None if tasks is None else [TaskView.of(t) for t in tasks], tasks_offset=offset,
+            tasks=None if tasks is None else [TaskView.of(t, (retries or {}).get(t.idx)) for t in tasks],
+            tasks_offset=offset,
             note=confirm.get("note"),
         )
 

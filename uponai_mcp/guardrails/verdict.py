@@ -1,6 +1,6 @@
 """All guardrails in one pass, in a fixed order; the first refusal wins.
 
-Order: destination, own-number, from-number, country, calling window, budgets. What the number *is*
+Order: do-not-call, destination, own-number, from-number, country, calling window, budgets, spend. What the number *is*
 comes first (cheap, and the most useful thing to tell the assistant), then whose number calls it,
 then the rules that depend on both; budgets last because they need a read of the durable store.
 """
@@ -17,10 +17,13 @@ from uponai_mcp.models import PhoneNumber
 from .budgets import Budgets, check_budgets
 from .countries import CountryPolicy, check_country
 from .destination import DEFAULT_BLOCKED_TYPES, Destination, check_destination
+from .do_not_call import Listed, check_do_not_call
 from .own_numbers import check_from_number, check_not_own_number
 from .refusal import Refusal
+from .spend import SpendCap, check_spend
 from .window import CallingWindow, check_calling_window
 
+CHECK_DO_NOT_CALL = "do_not_call"
 CHECK_DESTINATION = "destination"
 CHECK_OWN_NUMBER = "own_number"
 CHECK_FROM_NUMBER = "from_number"
@@ -28,6 +31,7 @@ CHECK_COUNTRY = "country"
 CHECK_WINDOW = "calling_window"
 CHECK_WINDOW_OFF = "calling_window:off"
 CHECK_BUDGETS = "budgets"
+CHECK_SPEND = "spend"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Usage:
     calls_last_hour: int
     calls_last_day: int
     retry_at: Mapping[str, datetime | None] = field(default_factory=dict)
+    spent_mc: int = 0  # today's reported call costs, thousandths of a cent (spend cap)
+    in_flight_today: int = 0  # today's calls without a reported cost yet
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ def evaluate(
     ignore_e164_validation: bool = False,
     blocked_types: frozenset[str] = DEFAULT_BLOCKED_TYPES,
     extra_zones: Iterable[str] = (),
+    listed: Listed | None = None,
+    do_not_call_checked: bool = False,
+    spend: SpendCap | None = None,
 ) -> Verdict:
     """Run every check; `allowed` only if all ran and passed.
 
@@ -90,6 +99,12 @@ def evaluate(
 
     def refuse(r: Refusal) -> Verdict:
         return Verdict(False, r, dest, caller, checks)
+
+    # First: a listed number is refused whatever else is wrong with how it was written.
+    if (r := check_do_not_call(to_number, listed)) is not None:
+        return refuse(r)
+    if do_not_call_checked:  # the caller looked the number up in the list (the dialer always does)
+        checks.append(CHECK_DO_NOT_CALL)
 
     got = check_destination(to_number, blocked_types=blocked_types)
     if isinstance(got, Refusal):
@@ -125,4 +140,8 @@ def evaluate(
                                retry_at=u.retry_at)) is not None:
             return refuse(r)
         checks.append(CHECK_BUDGETS)
+        if spend is not None and spend.max_cents_per_day is not None:
+            if (r := check_spend(spend, spent_mc=u.spent_mc, in_flight=u.in_flight_today, now=now)) is not None:
+                return refuse(r)
+            checks.append(CHECK_SPEND)
     return Verdict(True, None, dest, caller, checks)

@@ -92,7 +92,9 @@ class _Turns:
 
 
 def plan_call(rng: random.Random, outcome: str, *, begin_message: str, customer: str | None,
-              kind: ProviderKind, max_call_duration_ms: int | None) -> Plan:
+              kind: ProviderKind, max_call_duration_ms: int | None, user_says: list[str] | None = None) -> Plan:
+    """`user_says` (metadata `sandbox_user_says`): the callee's lines on an answered call, scripted; the agent
+    acknowledges each and the call ends after the last one (no booking)."""
     if outcome in NOT_CONNECTED_REASONS:
         ring = {"invalid_destination": (0.3, 0.6), "failed": (0.5, 1.0), "concurrency": (0.1, 0.2)}
         lo, hi = ring.get(outcome, (1.0, 2.0))
@@ -106,6 +108,13 @@ def plan_call(rng: random.Random, outcome: str, *, begin_message: str, customer:
         turns.say("agent", begin_message)
         turns.say("agent", "Please call us back when it suits you. Goodbye!")
         reason = "voicemail_reached"
+    elif user_says:
+        turns.say("agent", begin_message)
+        for line in user_says:
+            turns.say("user", line)
+            turns.say("agent", "I understand.")
+        turns.say("agent", "Thank you for your time. Goodbye!")
+        reason = "user_hangup"
     else:
         turns.say("agent", begin_message)
         turns.say("user", rng.choice(["Sure, go ahead.", "Yes, I have a minute.", "Okay, what is it about?"]))
@@ -133,8 +142,13 @@ def plan_call(rng: random.Random, outcome: str, *, begin_message: str, customer:
         "call_cost": _cost(duration_ms, kind),
         "collected_dynamic_variables": {} if outcome == "voicemail" else {"appointment_slot": "Tuesday 10:00"},
     }
-    return Plan(True, rng.uniform(1.0, 2.0), rng.uniform(0.8, 1.2), reason, duration_ms, ended,
-                _analysis(outcome, customer, reason))
+    analysis = _analysis(outcome, customer, reason)
+    if user_says and outcome not in ("voicemail",):
+        analysis.update(call_summary=f"The agent called {customer or 'the customer'}; the callee's lines were "
+                        "scripted by the test.", call_successful=False, user_sentiment="Neutral",
+                        custom_analysis_data={"demo_booked": False})
+        ended["collected_dynamic_variables"] = {}
+    return Plan(True, rng.uniform(1.0, 2.0), rng.uniform(0.8, 1.2), reason, duration_ms, ended, analysis)
 
 
 _QUESTIONS = [

@@ -244,7 +244,8 @@ class Engine:
             crng = behaviours.request_rng(self.config.seed, rec.data["agent_id"], rec.data["agent_version"], spec)
         plan = plan_call(crng, rec.outcome, begin_message=substitute(begin, variables),
                          customer=dyn.get("customer_name"), kind=number.kind,
-                         max_call_duration_ms=(override.get("agent") or {}).get("max_call_duration_ms"))
+                         max_call_duration_ms=(override.get("agent") or {}).get("max_call_duration_ms"),
+                         user_says=rules.user_says(spec))
         return behaviours.apply(plan, behave, crng) if behave is not None else plan
 
     async def _sleep(self, nominal_s: float) -> None:

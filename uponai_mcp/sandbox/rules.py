@@ -86,7 +86,17 @@ def check_metadata(v: dict[str, Any] | None, label: str) -> dict[str, Any] | Non
     outcome = v.get("sandbox_outcome")
     if outcome is not None and outcome not in OUTCOMES:
         raise ApiError(400, f"{label}.sandbox_outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}.")
+    says = v.get("sandbox_user_says")
+    if says is not None and not (isinstance(says, str) or (isinstance(says, list) and all(
+            isinstance(x, str) for x in says))):
+        raise ApiError(400, f"{label}.sandbox_user_says must be a string or a list of strings.")
     return v
+
+
+def user_says(spec: CreateSpec) -> list[str] | None:
+    """The callee's scripted lines (metadata `sandbox_user_says`), or None."""
+    says = (spec.metadata or {}).get("sandbox_user_says")
+    return [says] if isinstance(says, str) else (list(says) if says else None)
 
 
 def check_dynamic_variables(v: Any, label: str) -> dict[str, str] | None:

@@ -43,6 +43,11 @@ class Usage:
     to_destination_24h: int
     last_hour: int
     last_day: int
+    # Spend cap (today = the UTC day): costs the platform reported, and calls without a cost yet.
+    spent_today_mc: int = 0
+    in_flight_today: int = 0
+    # The destination's do-not-call entry, (reason, source, call_id), read in the same transaction.
+    do_not_call: tuple[str, str, str | None] | None = None
 
 
 def _usage(conn: sqlite3.Connection, to_number: str, now: int) -> Usage:
@@ -51,7 +56,21 @@ def _usage(conn: sqlite3.Connection, to_number: str, now: int) -> Usage:
         f" COALESCE(SUM(CASE WHEN created_at_ms >= ? THEN 1 ELSE 0 END), 0), COUNT(*)"
         f" FROM attempts WHERE created_at_ms >= ? AND {_COUNTED}",
         (to_number, now - HOUR_MS, now - DAY_MS)).fetchone()
-    return Usage(to_destination_24h=row[0], last_hour=row[1], last_day=row[2])
+    spend = spend_today(conn, now)
+    listed = conn.execute("SELECT reason, source, call_id FROM do_not_call WHERE e164 = ?", (to_number,)).fetchone()
+    return Usage(to_destination_24h=row[0], last_hour=row[1], last_day=row[2], spent_today_mc=spend[0],
+                 in_flight_today=spend[1], do_not_call=None if listed is None else tuple(listed))
+
+
+def spend_today(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
+    """(reported cost of today's calls in thousandths of a cent, today's calls with no cost yet). A call counts
+    from its attempt's creation; one that failed without reaching the platform costs nothing."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(cost_mc), 0),"
+        " COALESCE(SUM(CASE WHEN cost_mc IS NULL AND state IN ('pending', 'dialing', 'unknown', 'placed')"
+        " THEN 1 ELSE 0 END), 0)"
+        f" FROM attempts WHERE created_at_ms >= ? AND {_COUNTED}", (now - now % DAY_MS,)).fetchone()
+    return int(row[0]), int(row[1])
 
 
 def _get(conn: sqlite3.Connection, attempt_id: str) -> Attempt | None:

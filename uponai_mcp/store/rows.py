@@ -36,6 +36,8 @@ class Attempt:
     updated_at_ms: int
     dialed_at_ms: int | None  # first time the request may have left for the platform
     replay: bool = False  # create_attempt returned an earlier attempt with the same key and parameters
+    cost_mc: int | None = None  # the platform's call_cost, thousandths of a cent, once reported (v3)
+    agent_id: str | None = None  # the agent that took the call, once known (v3)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, *, replay: bool = False) -> Attempt:

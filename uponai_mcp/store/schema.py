@@ -119,7 +119,47 @@ _V2 = [
     "ALTER TABLE confirmations ADD COLUMN idempotency_key TEXT",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# v3: outreach (issue 12): the do-not-call list, each attempt's reported cost (spend cap) and agent, scheduled
+# calls, and batch retries. Portable SQL (SQLite and PostgreSQL): text ids, BIGINT ms timestamps, costs as
+# integer thousandths of a cent.
+_V3 = [
+    """CREATE TABLE do_not_call (
+        e164 TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        added_by TEXT NOT NULL,
+        call_id TEXT,
+        created_at_ms BIGINT NOT NULL
+    )""",
+    "ALTER TABLE attempts ADD COLUMN cost_mc BIGINT",
+    "ALTER TABLE attempts ADD COLUMN agent_id TEXT",
+    """CREATE TABLE scheduled_calls (
+        schedule_id TEXT PRIMARY KEY,
+        to_number TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        due_at_ms BIGINT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('scheduled','dialing','placed','refused','cancelled','failed')),
+        code TEXT,
+        message TEXT,
+        attempt_id TEXT,
+        call_id TEXT,
+        retry_json TEXT,
+        tries INTEGER NOT NULL DEFAULT 1,
+        batch_id TEXT,
+        task_idx INTEGER,
+        retry_of TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    )""",
+    "CREATE INDEX scheduled_calls_by_batch ON scheduled_calls (batch_id, task_idx)",
+    "CREATE INDEX scheduled_calls_by_due ON scheduled_calls (state, due_at_ms)",
+    "CREATE INDEX scheduled_calls_by_to ON scheduled_calls (to_number, state)",
+    "CREATE INDEX batch_tasks_by_to ON batch_tasks (to_number, state)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

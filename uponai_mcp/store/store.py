@@ -6,9 +6,10 @@ from .attempts import AttemptsMixin
 from .batches import BatchesMixin
 from .calls import CallsMixin
 from .misc import MiscMixin
+from .outreach import OutreachMixin
 
 
-class Store(AttemptsMixin, CallsMixin, BatchesMixin, MiscMixin):
+class Store(AttemptsMixin, CallsMixin, BatchesMixin, MiscMixin, OutreachMixin):
     """SQLite persistence (WAL, synchronous=FULL, one group-committing writer).
 
     `store = await Store.open(path)` ... `await store.close()` (or `async with await Store.open(p) as s`).

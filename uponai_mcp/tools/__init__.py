@@ -2,7 +2,7 @@
 
 from mcp.server import MCPServer
 
-from uponai_mcp.tools import agent_tests, batches, calls, evals, numbers, pacing, waiting
+from uponai_mcp.tools import agent_tests, batches, calls, evals, numbers, outreach, pacing, waiting
 
 
 def register_all(mcp: MCPServer) -> None:
@@ -15,3 +15,4 @@ def register_all(mcp: MCPServer) -> None:
     batches.register(mcp)
     evals.register(mcp)
     agent_tests.register(mcp)
+    outreach.register(mcp)

@@ -20,6 +20,7 @@ from uponai_mcp.batches.views import BatchCreated, BatchList, BatchView
 from uponai_mcp.batches.window import CallTimeWindow
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import AgentOverride, CallRequest
+from uponai_mcp.outreach.service import RetryPolicy
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
 from uponai_mcp.tools.contract import result_text
@@ -65,6 +66,7 @@ Window = Annotated[CallTimeWindow | None, Field(None, description=(
     "window applies as well."))]
 WaitS = Annotated[float, Field(0, ge=0, le=600, description=(
     "Wait up to this many seconds for every task to be dialled, with progress notifications; 0 = return now."))]
+Retry = Annotated[RetryPolicy | None, Field(None, description="Dial a task again after these outcomes.")]
 BatchId = Annotated[str, Field(min_length=1, max_length=64, description="The batch id, e.g. batch_3f2a...")]
 
 
@@ -101,7 +103,7 @@ def _task_dicts(tasks: list[BatchTaskSpec] | None) -> list[dict[str, Any]] | Non
 
 async def ask_to_confirm_batch(
     ctx: Context, from_number: str, tasks: list[BatchTaskSpec] | None, tasks_csv: str | None, name: str | None,
-    scheduled_at: str | None, call_time_window: CallTimeWindow | None,
+    scheduled_at: str | None, call_time_window: CallTimeWindow | None, retry_policy: RetryPolicy | None = None,
 ) -> Elicit[ConfirmBatch] | NoQuestion:
     """Ask the person (elicitation) before a batch that the confirmation policy says needs confirming."""
     hub = ctx.request_context.lifespan_context
@@ -112,7 +114,8 @@ async def ask_to_confirm_batch(
         return NoQuestion(reason="not_required")
     try:
         plan = await svc.batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
-                                      name=name, scheduled_at=scheduled_at, call_time_window=call_time_window)
+                                      name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
+                                      retry_policy=retry_policy)
     except (Refused, api_errors.ApiError):
         return NoQuestion(reason="refused")  # the body refuses with the coded reason
     if not plan.needs_confirmation:
@@ -204,6 +207,7 @@ def _register_mutating(mcp: MCPServer) -> None:
         name: Name = None,
         scheduled_at: ScheduledAt = None,
         call_time_window: Window = None,
+        retry_policy: Retry = None,
         wait_s: WaitS = 0,
     ) -> Annotated[CallToolResult, BatchCreated]:
         """Place many outbound calls, paced to the provider's CPS, in a weekly window. Every call rings a real
@@ -214,7 +218,7 @@ def _register_mutating(mcp: MCPServer) -> None:
         with refusals():
             plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
                                       name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
-                                      consume=True)
+                                      consume=True, retry_policy=retry_policy)
             if not plan.accepted:
                 return _result(batches.created_answer(plan, None, "not_created"))
             if not isinstance(decision, AcceptedElicitation) or (

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import MAX_EPOCH_MS, AgentOverride, CallFilter, CallRequest
+from uponai_mcp.outreach.service import RetryPolicy, with_retry
+from uponai_mcp.outreach.views import ScheduledView
 from uponai_mcp.tools._common import DIAL, READ, services
 from uponai_mcp.tools.contract import invalid_argument, result_text
 from uponai_mcp.views import CallDetails, CallSummary, call_uri
@@ -43,6 +45,9 @@ IdempotencyKey = Annotated[str | None, Field(
 ConfirmationToken = Annotated[str | None, Field(
     description="The token a confirmation_required answer gave; only valid with exactly the same parameters."
 )]
+ScheduledAt = Annotated[str | None, Field(max_length=64, description=(
+    "Dial later: ISO 8601 with offset, e.g. 2026-11-23T09:00:00-05:00. Checked now and at dial time."))]
+Retry = Annotated[RetryPolicy | None, Field(description="Dial again after these outcomes.")]
 
 
 def build_request(**fields: Any) -> CallRequest:
@@ -63,20 +68,24 @@ class NoQuestion(BaseModel):
 
 
 class PlacedCall(BaseModel):
-    """A call the platform accepted."""
+    """A call the platform accepted (or, with scheduled_at, a call stored to be dialled later)."""
 
-    call_id: str
+    call_id: str | None = None
     call_status: str
     from_number: str | None = None
     to_number: str | None = None
     agent_id: str | None = None
-    attempt_id: str = Field(description="Our ledger id for this dial (also in the call's metadata).")
+    attempt_id: str | None = Field(None, description="Our ledger id for this dial (also in the call's metadata).")
     replayed: bool = Field(False, description="True when an idempotency key returned an earlier result.")
     destination: str | None = Field(None, description="Region and local time of the callee at dial time.")
     resource_uri: str = Field(description="Subscribe to or read this resource to follow the call.")
     notes: list[str] = Field(default_factory=list)
+    scheduled: ScheduledView | None = None
 
     def text_line(self) -> str:
+        if self.scheduled is not None:
+            s = self.scheduled
+            return f"Call to {s.to_number} scheduled for {s.scheduled_at} ({s.schedule_id}); see {self.resource_uri}."
         again = " (replayed: the first request with this idempotency key)" if self.replayed else ""
         return f"Call {self.call_id} to {self.to_number} is {self.call_status}{again}; follow {self.resource_uri}."
 
@@ -123,6 +132,24 @@ def _placed_result(p: Placement) -> CallToolResult:
     )
 
 
+async def _schedule(svc: Any, request: CallRequest, scheduled_at: str, key: str | None, token: str | None,
+                    decision: Any) -> CallToolResult:
+    if svc.outreach is None:
+        raise Refused("configuration_error", "Scheduled calls are not available on this server.")
+    if not isinstance(decision, AcceptedElicitation) or (
+        isinstance(decision.data, ConfirmDial) and not decision.data.confirm
+    ):
+        await svc.dialer.record_declined(request)
+        raise Refused("declined", "The person declined this call; nothing was scheduled.")
+    view = await svc.outreach.schedule_call(
+        request, scheduled_at, idempotency_key=key, token=token, confirmed=isinstance(decision.data, ConfirmDial),
+        prepared=_prepared.get())
+    out = PlacedCall(call_status="scheduled", from_number=view.from_number, to_number=view.to_number,
+                     resource_uri="uponai://scheduled-calls", scheduled=view)
+    data = out.model_dump(mode="json")
+    return CallToolResult(content=[TextContent(type="text", text=result_text(out, data))], structured_content=data)
+
+
 # The first look at a create (replay or decision), made by the confirmation resolver and taken by the body of
 # the same request, so one create_phone_call runs every guardrail once. Resolvers are awaited in the body's
 # task, so a value set there is visible to the body.
@@ -134,6 +161,7 @@ async def ask_to_confirm(
     override_agent_version: int | None, agent_override: AgentOverride | None, metadata: dict[str, Any] | None,
     retell_llm_dynamic_variables: dict[str, str] | None, custom_sip_headers: dict[str, str] | None,
     ignore_e164_validation: bool, idempotency_key: str | None, confirmation_token: str | None,
+    scheduled_at: str | None = None, retry_policy: RetryPolicy | None = None,
 ) -> Elicit[ConfirmDial] | NoQuestion:
     """Ask the person (elicitation) before a dial that the policy says needs confirming. A refusal raised
     here is the tool's answer (the body does not run)."""
@@ -143,11 +171,12 @@ async def ask_to_confirm(
     svc = ctx.request_context.lifespan_context.require()
     request = build_request(
         from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
-        override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
-        retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
-        ignore_e164_validation=ignore_e164_validation,
+        override_agent_version=override_agent_version, agent_override=agent_override,
+        metadata=with_retry(metadata, retry_policy), retell_llm_dynamic_variables=retell_llm_dynamic_variables,
+        custom_sip_headers=custom_sip_headers, ignore_e164_validation=ignore_e164_validation,
     )
-    prepared = await svc.dialer.prepare(request, idempotency_key)
+    when = None if scheduled_at is None or svc.outreach is None else svc.outreach.parse_when(scheduled_at)
+    prepared = await svc.dialer.prepare(request, idempotency_key, at=when)
     _prepared.set(prepared)
     if prepared.earlier is not None:
         return NoQuestion(reason="replay")
@@ -247,6 +276,8 @@ def _register_dialing(mcp: MCPServer) -> None:
         ignore_e164_validation: IgnoreE164 = False,
         idempotency_key: IdempotencyKey = None,
         confirmation_token: ConfirmationToken = None,
+        scheduled_at: ScheduledAt = None,
+        retry_policy: Retry = None,
     ) -> Annotated[CallToolResult, PlacedCall]:
         """Place a real outbound phone call with an AI voice agent. It rings a real person and costs money:
         only call when the user explicitly asked for this call. The server checks the number, country,
@@ -255,10 +286,12 @@ def _register_dialing(mcp: MCPServer) -> None:
         svc = services(ctx)
         request = build_request(
             from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,
-            override_agent_version=override_agent_version, agent_override=agent_override, metadata=metadata,
-            retell_llm_dynamic_variables=retell_llm_dynamic_variables, custom_sip_headers=custom_sip_headers,
-            ignore_e164_validation=ignore_e164_validation,
+            override_agent_version=override_agent_version, agent_override=agent_override,
+            metadata=with_retry(metadata, retry_policy), retell_llm_dynamic_variables=retell_llm_dynamic_variables,
+            custom_sip_headers=custom_sip_headers, ignore_e164_validation=ignore_e164_validation,
         )
+        if scheduled_at is not None:
+            return await _schedule(svc, request, scheduled_at, idempotency_key, confirmation_token, decision)
         if confirmation_token:
             request, key = await svc.dialer.redeem_token(confirmation_token, request, idempotency_key)
             return _placed_result(await svc.dialer.place(request, idempotency_key=key, confirmed=True))
