@@ -448,13 +448,16 @@ class OutreachService:
             return
         request = CallRequest.model_validate_json(row.request_json)
         try:
-            placement = await self.dialer.place(request, idempotency_key=row.idempotency_key, confirmed=True,
+            placement = await self.dialer.place(request, idempotency_key=await self._key_for(row), confirmed=True,
                                                 source=f"scheduled:{sid}")
         except Refused as refusal:
             details = refusal.details
             if refusal.code == guardrails.OUTSIDE_CALLING_WINDOW and details.get("next_allowed_at") \
                     and details.get("problem") == "outside_window":
                 await self._wait_until(row, datetime.fromisoformat(details["next_allowed_at"]))
+                return
+            if refusal.code == "rate_limited" and details.get("retry_after_s") is not None:
+                await self._wait_until(row, self.wall() + timedelta(seconds=float(details["retry_after_s"])))
                 return
             if refusal.code == guardrails.BUDGET_EXCEEDED and set(details.get("exceeded") or ()) == {
                     guardrails.PER_HOUR}:
@@ -471,6 +474,18 @@ class OutreachService:
         if row.batch_id is not None and self.batches is not None:
             self.batches.touch(row.batch_id)
         self._changed(SCHEDULED_URI)
+
+    async def _key_for(self, row: ScheduledCall) -> str:
+        """The idempotency key of this dial: the schedule's own, unless an earlier try under it provably never
+        left (a crash between writing the attempt and sending it, or a full pacer): then the next one. A try that
+        may have reached the platform keeps its key, so it is replayed (or reconciled), never dialled again."""
+        key = row.idempotency_key
+        for n in range(1, 20):
+            earlier = await self.store.get_attempt_by_key(key)
+            if earlier is None or not (earlier.state == "failed" and earlier.dialed_at_ms is None):
+                return key
+            key = f"{row.idempotency_key}:{n}"
+        return key
 
     async def _wait_until(self, row: ScheduledCall, when: datetime) -> None:
         if row.state == "dialing" or (await self.store.get_scheduled(row.schedule_id) or row).state == "dialing":
