@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _table import print_table  # noqa: E402
 
-from tests.server_harness import harness, sandbox_process  # noqa: E402
+from tests.server_harness import harness  # noqa: E402
+from uponai_mcp.evals.stage import sandbox_stage  # noqa: E402
+from uponai_mcp.sandbox import SandboxConfig  # noqa: E402
 
 CUSTOM = "+14155550102"
 BUDGETS = dict(max_attempts_per_destination_24h=100_000, max_calls_per_hour=1_000_000, max_calls_per_day=1_000_000)
@@ -111,10 +113,11 @@ async def mcp_run(kind: str, n: int, cps: int, speed: float) -> dict:
         tmp_path = Path(tmp)
         port = free_port()
         async with (
-            sandbox_process("--speed", str(speed), "--concurrency", "100000", "--cps", f"custom={cps}",
-                            "--fixture", str(fixture(tmp_path)),
-                            "--webhook-url", f"http://127.0.0.1:{port}/webhooks/uponai") as url,
-            harness(tmp_path, sandbox_url=url, dialect="retell", webhook_listen=f"127.0.0.1:{port}",
+            # The sandbox in its own process, as the platform is; its stderr is drained (a full pipe would stall it).
+            sandbox_stage(SandboxConfig(speed=speed, concurrency_limit=100_000, cps={"custom": cps},
+                                        fixture=fixture(tmp_path),
+                                        webhook_url=f"http://127.0.0.1:{port}/webhooks/uponai")) as stage,
+            harness(tmp_path, sandbox_url=stage.url, dialect="retell", webhook_listen=f"127.0.0.1:{port}",
                     read_timeout_s=30.0, create_timeout_s=30.0, **BUDGETS) as h,
         ):
             await h.ok("set_cps", provider="custom", cps=cps)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -161,6 +162,8 @@ def _sandbox_process(*args: str) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if "listening on " in line:
+            # Keep reading its stderr: a full pipe would stall the sandbox mid-test.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, line.split("listening on ", 1)[1].split()[0]
     proc.kill()
     raise AssertionError("the sandbox did not start")

@@ -38,6 +38,8 @@ def _flags(config: SandboxConfig) -> list[str]:
              "--log-level", "warning", "--api-key", SANDBOX_API_KEY]
     if config.fixture is not None:
         flags += ["--fixture", str(config.fixture)]
+    if config.webhook_url is not None:
+        flags += ["--webhook-url", config.webhook_url]
     return flags
 
 
