@@ -341,3 +341,29 @@ async def test_scheduled_call_outside_the_window_is_refused_with_the_next_allowe
         assert done["scheduled"]["state"] == "scheduled"
         assert datetime.fromisoformat(done["scheduled"]["scheduled_at"].replace("Z", "+00:00")).astimezone(la).hour == 10
         assert await h.sandbox_calls() == []
+
+
+# --- stale calls --------------------------------------------------------------------------------------------
+
+
+async def test_a_call_with_no_terminal_event_long_after_its_maximum_duration_is_marked_stale(tmp_path):
+    # The sandbox at speed 1 keeps a long call ongoing for a minute; the server believes calls last 0.5 s at most.
+    async with harness(tmp_path, sandbox=SandboxConfig(speed=1, cps={"twilio": 20}), max_call_duration_s=0.5,
+                       stale_grace_s=0.5, **BUDGETS) as h:
+        placed = await h.ok("create_phone_call", from_number=TWILIO, to_number="+14155552699")  # 9: long call
+        batch = await h.ok("create_batch_call", from_number=TWILIO, tasks=[
+            {"to_number": "+14155552689", "metadata": {"sandbox_outcome": "long_call"}}])
+        with anyio.fail_after(20):
+            waited = await h.ok("wait_for_call", call_id=placed["call_id"], until="ended", timeout_s=60)
+        assert waited["reached"] and waited["call_status"] == "error" and waited["disconnection_reason"] == "stale"
+        events = [e["event"] for e in (await read(h, f"uponai://calls/{placed['call_id']}/events"))["events"]]
+        assert "call_stale" in events and "call_failed" in events
+
+        async def batch_final():
+            t = (await h.ok("get_batch", batch_id=batch["batch_id"]))["tasks"][0]
+            return t if t["call_status"] else None
+
+        task = await eventually(batch_final, within_s=20)
+        assert task["call_status"] == "error"
+        audit = await read(h, "uponai://audit")
+        assert sum(1 for e in audit["entries"] if e["decision"] == "stale") == 2

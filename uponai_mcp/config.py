@@ -57,6 +57,10 @@ class Settings(BaseModel):
     spend_estimate_cents: int = 50
     opt_out_detection: bool = True
     opt_out_phrases: tuple[str, ...] = ()
+    # A call with no terminal event this long after its maximum duration (agent_override's
+    # max_call_duration_ms, else max_call_duration_s) is reconciled, then marked stale.
+    max_call_duration_s: float = 3600.0
+    stale_grace_s: float = 900.0
     # PostgreSQL (postgresql://user:pass@host/db) for several replicas; None: the SQLite file in data_dir.
     database_url: str | None = Field(default=None, repr=False)
     webhook_key: str | None = Field(default=None, repr=False)  # None: the API key signs webhooks
@@ -165,6 +169,8 @@ class Settings(BaseModel):
         parse("UPONAI_MAX_SPEND_PER_DAY", "max_spend_per_day_cents", positive(int))
         parse("UPONAI_SPEND_ESTIMATE_CENTS", "spend_estimate_cents", lambda r: max(0, int(r)))
         parse("UPONAI_OPT_OUT_DETECTION", "opt_out_detection", flag)
+        parse("UPONAI_MAX_CALL_DURATION_S", "max_call_duration_s", positive(float))
+        parse("UPONAI_STALE_GRACE_S", "stale_grace_s", positive(float))
         parse("UPONAI_OPT_OUT_PHRASES", "opt_out_phrases", lambda r: tuple(p.strip() for p in r.split("|") if p.strip()))
         database_url = get("UPONAI_DATABASE_URL")  # not through parse(): an error must not echo a password
         if database_url is not None:

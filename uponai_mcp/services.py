@@ -174,7 +174,8 @@ async def build_services(
         services.batches = await stack.enter_async_context(
             BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
         services.outreach = (await stack.enter_async_context(OutreachService(
-            settings, store, dialer, wall=wall, publish=feed.resource_changed).running())).attach(ingest, services.batches)
+            settings, store, dialer, wall=wall, publish=feed.resource_changed).running())).attach(
+            ingest, services.batches, services.calls)
         services.evals = await stack.enter_async_context(
             EvalService(settings, dialer, store, feed=feed, wall=wall, publish=feed.resource_changed).running())
         yield ServiceHub(services=services)

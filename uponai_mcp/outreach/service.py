@@ -384,9 +384,10 @@ class OutreachService:
         self._changed(SCHEDULED_URI)
         return scheduled_view(done)
 
-    def attach(self, ingest: Any, batches: Any) -> OutreachService:
-        """Hook into the one ingest path (ended calls) and the batch service (cancellations wake batches)."""
-        self.ingest, self.batches = ingest, batches
+    def attach(self, ingest: Any, batches: Any, calls: Any = None) -> OutreachService:
+        """Hook into the one ingest path (ended calls), the batch service (cancellations wake batches) and the call
+        reader (stale calls are looked up on the platform through it)."""
+        self.ingest, self.batches, self.calls = ingest, batches, calls
         ingest.on_ended.append(self.call_ended)
         return self
 
@@ -397,6 +398,7 @@ class OutreachService:
     async def running(self) -> AsyncIterator[OutreachService]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._scheduler)
+            tg.start_soon(self._stale_sweeper)
             try:
                 yield self
             finally:
@@ -413,6 +415,50 @@ class OutreachService:
             with anyio.move_on_after(POLL_S):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    # --- stale calls ----------------------------------------------------------------------------
+
+    async def _stale_sweeper(self) -> None:
+        interval = min(60.0, max(0.2, self.settings.stale_grace_s / 4))
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.sweep_stale()
+            except Exception:
+                log.exception("stale calls: a sweep failed; trying again")
+
+    async def sweep_stale(self) -> list[str]:
+        """Every placed call with no terminal event `stale_grace_s` after its maximum duration: read it from the
+        platform (through the one read path, which stores what it learns); if it still is not over, mark it stale
+        (status error, an event `call_stale`, a derived call_failed) so no wait goes on forever. Returns the ids
+        marked stale."""
+        if self.calls is None or self.ingest is None:
+            return []
+        now = self._now_ms()
+        grace_ms = int(self.settings.stale_grace_s * 1000)
+        shortest = 60_000  # agent_override.agent.max_call_duration_ms is at least a minute
+        default_ms = int(self.settings.max_call_duration_s * 1000)
+        marked: list[str] = []
+        cutoff = now - grace_ms - min(shortest, default_ms)
+        for call_id, request_json, created in await self.store.open_calls(created_before_ms=cutoff):
+            if now - created < _max_duration_ms(request_json, default_ms) + grace_ms:
+                continue
+            try:
+                await self.calls.snapshot(call_id)
+            except Exception as exc:  # the platform may be down: we still stop waiting
+                log.info("stale check: reading %s failed: %s", call_id, exc)
+            record = await self.store.get_call_record(call_id)
+            if record is not None and record.terminal:
+                continue
+            call = dict(record.call) if record is not None else {"call_id": call_id}
+            call.update(call_status="error", disconnection_reason="stale", stale=True)
+            await self.ingest.event({"event": "call_stale", "call": call}, source="outreach")
+            await self.store.audit("stale", decision="stale", code=None,
+                                   summary=f"call {call_id} had no terminal event {self.settings.stale_grace_s:g} s "
+                                   "after its maximum duration and the platform did not know it ended; marked stale",
+                                   details={"call_id": call_id}, now_ms=now)
+            marked.append(call_id)
+        return marked
 
     async def _run_due(self, *, resume: bool) -> None:
         now = self._now_ms()
@@ -491,6 +537,15 @@ class OutreachService:
         if row.state == "dialing" or (await self.store.get_scheduled(row.schedule_id) or row).state == "dialing":
             await self.store.mark_scheduled(row.schedule_id, "scheduled", now_ms=self._now_ms())
         await self.store.set_due(row.schedule_id, max(_ms(when), self._now_ms() + 1000), now_ms=self._now_ms())
+
+
+def _max_duration_ms(request_json: str, default_ms: int) -> int:
+    try:
+        agent = ((json.loads(request_json).get("agent_override") or {}).get("agent") or {})
+    except (ValueError, AttributeError):
+        return default_ms
+    value = agent.get("max_call_duration_ms")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default_ms
 
 
 def _ms(when: datetime) -> int:

@@ -198,6 +198,18 @@ class OutreachMixin(StoreBase):
         return await self._read(lambda c: [SpendRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4]))
                                            for r in c.execute(sql, (now - now % DAY_MS,)).fetchall()])
 
+    # --- stale calls ----------------------------------------------------------------------------
+
+    async def open_calls(self, *, created_before_ms: int, limit: int = 500) -> list[tuple[str, str, int]]:
+        """(call_id, request_json, created_at_ms) of placed calls with no terminal snapshot, created before the
+        cutoff, oldest first: the candidates for the stale check."""
+        sql = ("SELECT a.call_id, a.request_json, a.created_at_ms FROM attempts a LEFT JOIN calls c"
+               " ON c.call_id = a.call_id WHERE a.state = 'placed' AND a.call_id IS NOT NULL"
+               " AND a.created_at_ms < ? AND (c.call_id IS NULL OR c.terminal = 0)"
+               " ORDER BY a.created_at_ms LIMIT ?")
+        return await self._read(lambda c: [(r[0], r[1], int(r[2])) for r in c.execute(sql, (created_before_ms,
+                                                                                             limit))])
+
     # --- scheduled calls ------------------------------------------------------------------------
 
     async def create_scheduled(
