@@ -856,3 +856,31 @@ async def test_cancelled_waiter_does_not_break_the_writer(store):
         tg.cancel_scope.cancel()
     assert (await store.ingest_event(ended("after"), received_at_ms=2)).stored
     assert await store.integrity_check() == "ok"
+
+
+async def test_leases_one_owner_until_expiry(store):
+    from uponai_mcp.store.leases import Leases
+
+    leases = Leases(store)
+    assert await leases.acquire("batch:b1", "a", 1_000, now_ms=0)
+    assert not await leases.acquire("batch:b1", "b", 1_000, now_ms=500)  # held by a
+    assert await leases.acquire("batch:b1", "a", 1_000, now_ms=900)  # a renews: until 1900
+    assert not await leases.acquire("batch:b1", "b", 1_000, now_ms=1_500)
+    assert await leases.holder("batch:b1", now_ms=1_500) == "a"
+    assert await leases.acquire("batch:b1", "b", 1_000, now_ms=2_000)  # expired: b takes it over
+    assert not await leases.acquire("batch:b1", "a", 1_000, now_ms=2_100)
+    await leases.release("batch:b1", "a")  # not a's any more: nothing happens
+    assert await leases.holder("batch:b1", now_ms=2_100) == "b"
+    await leases.release("batch:b1", "b")
+    assert await leases.holder("batch:b1", now_ms=2_100) is None
+
+    won = []
+
+    async def race(owner):
+        if await leases.acquire("batch:b2", owner, 10_000, now_ms=0):
+            won.append(owner)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(race, f"o{i}")
+    assert len(won) == 1

@@ -31,6 +31,12 @@ idempotency keys leaves no better option (reliability.md §5).
 
 Final statuses come from the event log (webhooks and the poller both write it): the runner tails it and writes
 each batch call's final status onto its task.
+
+Several replicas (PostgreSQL): a batch is driven under a lease (`store.leases`, "batch:<id>", LEASE_TTL_S),
+renewed every LEASE_RENEW_S. Every replica looks for running batches nobody drives every TAKEOVER_SCAN_S and
+takes over the ones whose lease expired (its owner died: kill -9, a lost machine), settling claimed tasks from
+the ledger exactly as after a restart. A driver that cannot renew its lease before it expires stops dialling
+at once (another replica may own the batch by then): fail closed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -74,6 +81,9 @@ TERMINAL_STATUSES = frozenset({"ended", "not_connected", "error"})
 TAIL_INTERVAL_S = 1.0
 TAIL_PAGE = 500
 _TRANSIENT = frozenset({"upstream_error", "configuration_error", "rate_limited"})
+LEASE_TTL_S = 15.0  # a dead replica's batches are taken over within LEASE_TTL_S + TAKEOVER_SCAN_S
+LEASE_RENEW_S = 4.0
+TAKEOVER_SCAN_S = 5.0
 
 
 def attempt_id_for(batch_id: str, idx: int, n: int) -> str:
@@ -114,6 +124,12 @@ class BatchRunner:
         self._driving: set[str] = set()
         self._admission = anyio.Lock()  # check budgets + write the attempt, one task at a time
         self._gates: dict[str, anyio.Lock] = {}  # per CPS scope: one batch task at a time nears its slot
+        self._leases = None  # several replicas (PostgreSQL): batches are driven under a lease
+        if getattr(self.store, "dialect", "sqlite") == "postgresql":
+            from uponai_mcp.store.leases import Leases
+
+            self._leases = Leases(self.store)
+        self.owner = f"runner-{uuid.uuid4().hex[:12]}"
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -124,8 +140,21 @@ class BatchRunner:
             for batch in await self.store.batches_to_resume():
                 self.start(batch.batch_id)
             tg.start_soon(self._tail_final_statuses, tail_from)
+            if self._leases is not None:
+                tg.start_soon(self._take_over)
             task_status.started()
             await anyio.sleep_forever()
+
+    async def _take_over(self) -> None:
+        """Several replicas: start every unfinished batch this replica does not drive; `_drive` takes it only
+        when its lease is free (its owner finished, released, or died and let it expire)."""
+        while True:
+            await anyio.sleep(TAKEOVER_SCAN_S)
+            try:
+                for batch in await self.store.batches_to_resume():
+                    self.start(batch.batch_id)
+            except StoreError as exc:
+                log.warning("looking for batches to take over failed: %s", exc)
 
     def start(self, batch_id: str) -> None:
         """Drive a batch (idempotent); it runs until every task is settled or it is cancelled."""
@@ -142,12 +171,54 @@ class BatchRunner:
     async def _drive(self, batch_id: str) -> None:
         live = self.svc.live(batch_id)
         try:
-            await self._drive_batch(batch_id, live)
+            if self._leases is None:
+                await self._drive_batch(batch_id, live)
+            else:
+                await self._drive_leased(batch_id, live)
         except Exception:
             log.exception("batch %s stopped on an unexpected error; it resumes at the next start", batch_id)
         finally:
             self._driving.discard(batch_id)
             self.svc.touch(batch_id)
+
+    async def _drive_leased(self, batch_id: str, live: Live) -> None:
+        name = f"batch:{batch_id}"
+        ttl_ms = int(LEASE_TTL_S * 1000)
+        if not await self._leases.acquire(name, self.owner, ttl_ms, now_ms=self._now_ms()):
+            return  # another replica drives it
+        log.info("batch %s: driven here (%s)", batch_id, self.owner)
+        lost = False
+        async with anyio.create_task_group() as tg:
+            async def keep() -> None:
+                nonlocal lost
+                held_until = anyio.current_time() + LEASE_TTL_S
+                while True:
+                    await anyio.sleep(LEASE_RENEW_S)
+                    try:
+                        if await self._leases.acquire(name, self.owner, ttl_ms, now_ms=self._now_ms()):
+                            held_until = anyio.current_time() + LEASE_TTL_S
+                            batch = await self.store.get_batch(batch_id)  # cancelled on another replica?
+                            if batch is not None and batch.status == "cancelled" and not live.cancelled:
+                                live.cancelled = True
+                                live.kick()
+                            continue
+                    except StoreError as exc:
+                        log.warning("batch %s: lease not renewed: %s", batch_id, exc)
+                        if anyio.current_time() + LEASE_RENEW_S < held_until:
+                            continue  # still ours for a while: try again
+                    lost = True  # another replica may own it now: stop dialling at once
+                    log.warning("batch %s: lease lost; this replica stops driving it", batch_id)
+                    tg.cancel_scope.cancel()
+                    return
+
+            tg.start_soon(keep)
+            await self._drive_batch(batch_id, live)
+            tg.cancel_scope.cancel()
+        if not lost:
+            try:
+                await self._leases.release(name, self.owner)
+            except StoreError:
+                pass  # it expires by itself
 
     async def _drive_batch(self, batch_id: str, live: Live) -> None:
         batch = await self.store.get_batch(batch_id)
