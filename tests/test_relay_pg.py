@@ -69,3 +69,39 @@ def test_payloads_stay_under_the_notify_limit():
 
     seen = [tuple(c) for p in chunks for c in json.loads(p)["c"]]
     assert seen == [(a, b) for a, b in calls]
+
+
+async def test_one_replica_polls_a_call(pg_url, tmp_path):
+    from tests.server_harness import TWILIO, settings_for
+    from uponai_mcp.api import UponAIClient
+    from uponai_mcp.events.ingest import Ingest
+    from uponai_mcp.events.poller import Poller
+    from uponai_mcp.models import CallRequest
+    from uponai_mcp.sandbox import SandboxConfig, running_sandbox
+    from uponai_mcp.store import Store
+
+    stores = [await Store.open(pg_url) for _ in range(3)]
+    try:
+        async with (
+            running_sandbox(SandboxConfig(speed=0.01)) as sb,  # the call rings for minutes of real time
+            UponAIClient.from_settings(settings_for(sb.url, tmp_path)) as api,
+        ):
+            call = await api.create_call(CallRequest(from_number=TWILIO, to_number="+14155550999"),
+                                         attempt_id="att_p")
+            s = stores[0]
+            await s.create_attempt("att_p", idempotency_key=None, params_hash="h", request_json="{}",
+                                   from_number=TWILIO, to_number="+14155550999", scope="twilio")
+            await s.mark_attempt("att_p", "dialing")
+            await s.mark_attempt("att_p", "placed", call_id=call.call_id)
+            clock = [0.0]
+            pollers = [Poller(api, Ingest(st, Feed()), jitter=0.0, monotonic=lambda: clock[0]) for st in stores]
+            for p in pollers:
+                assert await p.sweep() == 0  # first seen: due in 1 s
+            for _ in range(4):
+                clock[0] = max(p._tracks[call.call_id].due for p in pollers)
+                for p in pollers:
+                    await p.sweep()
+            assert sorted(p.polls for p in pollers) == [0, 0, 4]  # one replica polls it, every time
+    finally:
+        for st in stores:
+            await st.close()

@@ -13,6 +13,8 @@ What it stores: the transitions it observes, as the events the platform would ha
 (`call_started`, `call_ended`, `call_analyzed`, source="poller"), under the same dedupe keys, so a
 webhook arriving later (or earlier) for the same transition is a duplicate, never a second event; plus
 the snapshot merge of the read. `call_failed` is derived by the store from `call_ended`, as for webhooks.
+Several replicas (PostgreSQL): each call is polled by one replica, the holder of its lease ("poll:<call_id>",
+renewed with every poll, POLL_LEASE_S); the others skip it, and take it over if the holder stops polling.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +36,7 @@ from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+POLL_LEASE_S = 90.0  # > the slowest cadence (30 s + jitter): a live holder always renews in time
 
 
 @dataclass
@@ -52,7 +56,9 @@ class Poller:
     rng: random.Random = field(default_factory=random.Random)
     monotonic: Callable[[], float] = time.monotonic
     polls: int = 0  # get_call requests made, for tests and stats
+    owner: str = field(default_factory=lambda: f"poller-{uuid.uuid4().hex[:12]}")
     _tracks: dict[str, _Track] = field(default_factory=dict)
+    _leases: Any = None
 
     @classmethod
     def safety_net(cls, api: UponAIClient, ingest: Ingest) -> Poller:
@@ -97,7 +103,10 @@ class Poller:
                 due.append(call_id)
         for call_id in due:
             try:
-                changed = await self.poll(call_id)
+                if not await self._mine(call_id):
+                    changed = False  # another replica polls it; look again later in case it stops
+                else:
+                    changed = await self.poll(call_id)
             except StoreUnavailable as exc:  # back off like any failure; the next poll tries again
                 log.warning("poller cannot store what it read for %s: %s", call_id, exc)
                 changed = False
@@ -106,6 +115,17 @@ class Poller:
                 track.delay = base if changed else min(max(track.delay * 2, base), self.max_delay_s)
                 track.due = self.monotonic() + self._jittered(track.delay)
         return len(due)
+
+    async def _mine(self, call_id: str) -> bool:
+        """One replica polls a call (PostgreSQL: the holder of its lease); in one process, always this one."""
+        store = self.ingest.store
+        if getattr(store, "dialect", "sqlite") != "postgresql":
+            return True
+        if self._leases is None:
+            from uponai_mcp.store.leases import Leases
+
+            self._leases = Leases(store)
+        return await self._leases.acquire(f"poll:{call_id}", self.owner, int(POLL_LEASE_S * 1000))
 
     async def poll(self, call_id: str) -> bool:
         """Read one call from the platform and ingest what changed; True when something did."""
