@@ -367,3 +367,42 @@ async def test_a_call_with_no_terminal_event_long_after_its_maximum_duration_is_
         assert task["call_status"] == "error"
         audit = await read(h, "uponai://audit")
         assert sum(1 for e in audit["entries"] if e["decision"] == "stale") == 2
+
+
+# --- caller-ID pools ----------------------------------------------------------------------------------------
+
+
+async def test_caller_id_pool_is_sticky_per_callee_with_local_presence(tmp_path):
+    pool = ["+14155550100", "+12125550100", "+13125550100"]
+    fixture = tmp_path / "fixture.json"
+    fixture.write_text(json.dumps({
+        "agents": [{"agent_id": "agent_sales", "agent_name": "Sales", "versions": [1]}],
+        "phone_numbers": [{"phone_number": n, "type": "twilio", "outbound_agents": [
+            {"agent_id": "agent_sales", "agent_version": 1, "weight": 1}]} for n in pool]}))
+    async with harness(tmp_path / "data", sandbox=SandboxConfig(speed=100, fixture=fixture, cps={"twilio": 20}),
+                       **BUDGETS) as h:
+        callees = {"+12125550101": pool[1], "+13125550102": pool[2], "+14155552690": pool[0]}
+        created = await h.ok("create_batch_call", from_number=pool[0], from_numbers=pool[1:], local_presence=True,
+                             tasks=[{"to_number": n} for n in [*callees, "+16465550103"]])
+        chosen = {t["to_number"]: t["caller_id"] for t in created["accepted"]}
+        for callee, number in callees.items():
+            assert chosen[callee] == f"{number} (area_code)"
+        assert chosen["+16465550103"].endswith("(region)")  # New York, another area code: a US number
+        await eventually(lambda: _count_calls(h, 4), within_s=20)
+        first = {c["to_number"]: c["from_number"] for c in await h.sandbox_calls()}
+        assert all(first[callee] == number for callee, number in callees.items())
+
+        # the next batch, even without local presence and with the pool in another order, keeps each callee's number
+        again = await h.ok("create_batch_call", from_number=pool[2], from_numbers=[pool[1], pool[0]],
+                           tasks=[{"to_number": n} for n in first])
+        assert {t["to_number"]: t["caller_id"] for t in again["accepted"]} == {
+            n: f"{first[n]} (sticky)" for n in first}
+        await eventually(lambda: _count_calls(h, 8), within_s=20)
+        by_callee: dict[str, set[str]] = {}
+        for c in await h.sandbox_calls():
+            by_callee.setdefault(c["to_number"], set()).add(c["from_number"])
+        assert all(len(v) == 1 for v in by_callee.values()), by_callee
+
+
+async def _count_calls(h, n: int) -> bool:
+    return len(await h.sandbox_calls()) >= n

@@ -49,6 +49,7 @@ class TaskPlan:
     code: str | None = None  # the refusal code; None = accepted
     message: str | None = None
     note: str | None = None  # why an accepted task may wait (callee's calling window, hourly budget)
+    caller_id: str | None = None  # with a caller-ID pool: the number chosen for this callee, and why
 
     @property
     def accepted(self) -> bool:
@@ -66,6 +67,7 @@ class BatchPlan:
     needs_confirmation: bool = False
     fingerprint: str = ""
     counts_by_code: Counter[str] = field(default_factory=Counter)
+    caller_pool: list[str] | None = None  # from_number and from_numbers, when a pool was given
 
     @property
     def accepted(self) -> list[TaskPlan]:
@@ -84,8 +86,10 @@ class BatchPlan:
         more = len(self.countries()) - 8
         if more > 0:
             countries += f" and {more} more countries"
+        frm = f"{self.from_number} ({self.scope or 'unknown'} number)" if not self.caller_pool else \
+            f"a pool of {len(self.caller_pool)} numbers ({', '.join(self.caller_pool[:4])}{' ...' if len(self.caller_pool) > 4 else ''})"
         text = (f"Batch {self.name!r}: {len(accepted)} call{'s' if len(accepted) != 1 else ''} from "
-                f"{self.from_number} ({self.scope or 'unknown'} number) to {countries or 'nobody'}")
+                f"{frm} to {countries or 'nobody'}")
         if self.refused:
             codes = ", ".join(f"{c} x{n}" for c, n in self.counts_by_code.most_common())
             text += f"; {len(self.refused)} task(s) refused ({codes})"

@@ -146,11 +146,13 @@ class BatchService:
     async def plan(self, *, from_number: str, tasks: Sequence[dict[str, Any]] | None, tasks_csv: str | None,
                    name: str | None, scheduled_at: str | None,
                    call_time_window: CallTimeWindow | None, consume: bool = False,
-                   retry_policy: Any = None) -> BatchPlan:
+                   retry_policy: Any = None, from_numbers: Sequence[str] | None = None,
+                   local_presence: bool = False) -> BatchPlan:
         """Parse and judge a batch. The confirmation question and the tool body share one plan: the question
         caches it briefly, the body (`consume=True`) takes it out, so a later identical request plans afresh.
         Raises Refused for malformed input or when the platform cannot be reached."""
-        key = _args_key(from_number, tasks, tasks_csv, name, scheduled_at, call_time_window, retry_policy)
+        key = _args_key(from_number, tasks, tasks_csv, name, scheduled_at, call_time_window, retry_policy,
+                        from_numbers, local_presence)
         cached = self._plans.pop(key, None) if consume else self._plans.get(key)
         if cached is not None and time.monotonic() - cached.at < PLAN_CACHE_TTL_S:
             return cached.plan
@@ -161,11 +163,15 @@ class BatchService:
             specs = [(src, {**f, "metadata": with_retry(f.get("metadata"), retry_policy)}) for src, f in specs]
         when = planning.parse_schedule(scheduled_at, self.wall())
         plans = planning.build_requests(from_number, specs)
+        pool = list(dict.fromkeys([from_number, *from_numbers])) if from_numbers else None
+        if pool is not None:  # a caller-ID pool: each callee gets its (sticky) number before it is judged
+            await self._assign_caller_ids(plans, pool, local_presence)
         await self._expire_confirmations()
         pending_elsewhere = sum(b.counts.get("pending", 0) for b in await self._active_batches())
         await planning.judge(self.dialer, plans, pending_elsewhere=pending_elsewhere)
         batch_name = (name or "").strip() or f"{len(plans)} calls from {from_number}"
         plan = BatchPlan(batch_name[:200], from_number, None, when, call_time_window, plans)
+        plan.caller_pool = pool
         plan.counts_by_code.update(t.code for t in plan.refused if t.code)
         if plan.accepted:
             try:
@@ -179,6 +185,17 @@ class BatchService:
             while len(self._plans) > PLAN_CACHE_SIZE:
                 self._plans.popitem(last=False)
         return plan
+
+    async def _assign_caller_ids(self, plans: list[planning.TaskPlan], pool: list[str], local_presence: bool) -> None:
+        from uponai_mcp.outreach import caller_id
+
+        callees = {t.idx: guardrails.normalize_loose(t.request.to_number) or t.request.to_number for t in plans}
+        sticky = await self.store.caller_ids(callees.values())
+        for t in plans:
+            chosen, why = caller_id.choose(callees[t.idx], pool, previous=sticky.get(callees[t.idx]),
+                                           local_presence=local_presence)
+            t.request = t.request.model_copy(update={"from_number": chosen})
+            t.caller_id = f"{chosen} ({why})"
 
     def _needs_confirmation(self, plan: BatchPlan) -> bool:
         """The single-call policy, for the batch as a whole."""
@@ -218,6 +235,9 @@ class BatchService:
             window=None if plan.window is None else plan.window.model_dump(mode="json"),
             confirm=confirm, status="paused" if awaiting_confirmation else "pending", now_ms=self._now_ms(),
         )
+        if plan.caller_pool:  # sticky caller IDs: the next pool with this number gives the callee the same one
+            await self.store.set_caller_ids(((t.e164, t.request.from_number) for t in plan.accepted if t.e164),
+                                            now_ms=self._now_ms())
         # A crash before these marks land leaves those tasks pending; the runner's dial-time checks refuse
         # them again (guardrails and budgets count the ledger), so nothing the plan refused gets dialled.
         async with anyio.create_task_group() as tg:
@@ -353,7 +373,7 @@ class BatchService:
         return BatchCreated(
             batch_id=None if batch is None else batch.batch_id, status=status, summary=plan.summary(),
             accepted=[AcceptedTask(index=t.idx, source=t.source, to_number=t.request.to_number, region=t.region,
-                                   note=t.note) for t in plan.accepted],
+                                   note=t.note, caller_id=t.caller_id) for t in plan.accepted],
             refused=[RefusedTask(index=t.idx, source=t.source, to_number=t.request.to_number, code=t.code or "",
                                  message=t.message or "") for t in plan.refused],
             resource_uri=None if batch is None else batch_uri(batch.batch_id),

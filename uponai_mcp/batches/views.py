@@ -33,6 +33,7 @@ class AcceptedTask(BaseModel):
     to_number: str
     region: str | None = None
     note: str | None = Field(None, description="Why it may wait: the callee's calling window or the hourly budget.")
+    caller_id: str | None = Field(None, description="With from_numbers: the number calling it, and why.")
 
 
 class RefusedTask(BaseModel):

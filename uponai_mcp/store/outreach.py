@@ -198,6 +198,31 @@ class OutreachMixin(StoreBase):
         return await self._read(lambda c: [SpendRow(r[0], r[1], int(r[2]), int(r[3]), int(r[4]))
                                            for r in c.execute(sql, (now - now % DAY_MS,)).fetchall()])
 
+    # --- caller-ID pools ------------------------------------------------------------------------
+
+    async def caller_ids(self, to_numbers: Iterable[str]) -> dict[str, str]:
+        """The sticky caller ID of each callee that has one."""
+        wanted = list(dict.fromkeys(to_numbers))
+
+        def fn(conn: sqlite3.Connection) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                sql = f"SELECT to_number, from_number FROM caller_ids WHERE to_number IN ({','.join('?' * len(chunk))})"
+                out.update({r[0]: r[1] for r in conn.execute(sql, chunk)})
+            return out
+
+        return await self._read(fn)
+
+    async def set_caller_ids(self, pairs: Iterable[tuple[str, str]], *, now_ms: int | None = None) -> None:
+        """Remember (to_number, from_number) pairs: the next pool containing that number gives it again."""
+        now = now_or(now_ms)
+        rows = [(to, frm, now) for to, frm in pairs]
+        await self._write(lambda c: c.executemany(
+            "INSERT INTO caller_ids (to_number, from_number, updated_at_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (to_number) DO UPDATE SET from_number = excluded.from_number,"
+            " updated_at_ms = excluded.updated_at_ms", rows))
+
     # --- stale calls ----------------------------------------------------------------------------
 
     async def open_calls(self, *, created_before_ms: int, limit: int = 500) -> list[tuple[str, str, int]]:

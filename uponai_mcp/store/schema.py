@@ -159,7 +159,16 @@ _V3 = [
     "CREATE INDEX batch_tasks_by_to ON batch_tasks (to_number, state)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# v4: caller-ID pools: the number that last called each callee from a pool (sticky caller ID).
+_V4 = [
+    """CREATE TABLE caller_ids (
+        to_number TEXT PRIMARY KEY,
+        from_number TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

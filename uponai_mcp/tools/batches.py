@@ -66,6 +66,9 @@ Window = Annotated[CallTimeWindow | None, Field(None, description=(
     "window applies as well."))]
 WaitS = Annotated[float, Field(0, ge=0, le=600, description=(
     "Wait up to this many seconds for every task to be dialled, with progress notifications; 0 = return now."))]
+Pool = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None, Field(None, max_length=50, description=(
+    "More caller IDs: with from_number a pool; each callee always gets the same number."))]
+Local = Annotated[bool, Field(False, description="Prefer a pool number in the callee's area code or region.")]
 Retry = Annotated[RetryPolicy | None, Field(None, description="Dial a task again after these outcomes.")]
 BatchId = Annotated[str, Field(min_length=1, max_length=64, description="The batch id, e.g. batch_3f2a...")]
 
@@ -104,6 +107,7 @@ def _task_dicts(tasks: list[BatchTaskSpec] | None) -> list[dict[str, Any]] | Non
 async def ask_to_confirm_batch(
     ctx: Context, from_number: str, tasks: list[BatchTaskSpec] | None, tasks_csv: str | None, name: str | None,
     scheduled_at: str | None, call_time_window: CallTimeWindow | None, retry_policy: RetryPolicy | None = None,
+    from_numbers: list[str] | None = None, local_presence: bool = False,
 ) -> Elicit[ConfirmBatch] | NoQuestion:
     """Ask the person (elicitation) before a batch that the confirmation policy says needs confirming."""
     hub = ctx.request_context.lifespan_context
@@ -115,7 +119,8 @@ async def ask_to_confirm_batch(
     try:
         plan = await svc.batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
                                       name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
-                                      retry_policy=retry_policy)
+                                      retry_policy=retry_policy, from_numbers=from_numbers,
+                                      local_presence=local_presence)
     except (Refused, api_errors.ApiError):
         return NoQuestion(reason="refused")  # the body refuses with the coded reason
     if not plan.needs_confirmation:
@@ -208,6 +213,8 @@ def _register_mutating(mcp: MCPServer) -> None:
         scheduled_at: ScheduledAt = None,
         call_time_window: Window = None,
         retry_policy: Retry = None,
+        from_numbers: Pool = None,
+        local_presence: Local = False,
         wait_s: WaitS = 0,
     ) -> Annotated[CallToolResult, BatchCreated]:
         """Place many outbound calls, paced to the provider's CPS, in a weekly window. Every call rings a real
@@ -218,7 +225,8 @@ def _register_mutating(mcp: MCPServer) -> None:
         with refusals():
             plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
                                       name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
-                                      consume=True, retry_policy=retry_policy)
+                                      consume=True, retry_policy=retry_policy, from_numbers=from_numbers,
+                                      local_presence=local_presence)
             if not plan.accepted:
                 return _result(batches.created_answer(plan, None, "not_created"))
             if not isinstance(decision, AcceptedElicitation) or (
