@@ -115,9 +115,9 @@ async def test_do_not_call_csv_import_export_and_resource(tmp_path):
     async with harness(tmp_path, sandbox=FAST, **BUDGETS) as h:
         csv = ("phone_number,reason\n+1 (415) 555-2671,complaint\n(212) 555-0101,\n+44 20 7946 0958,litigator\n"
                "not a number,\n+14155552671,duplicate\n")
-        imported = await h.ok("import_do_not_call", csv=csv, default_region="US", reason="imported list")
+        imported = await h.ok("add_do_not_call", csv=csv, default_region="US", reason="imported list")
         assert (imported["added"], imported["already_listed"]) == (3, 0) and len(imported["invalid"]) == 1
-        again = await h.ok("import_do_not_call", csv="4155552671\n+12125550101\n", default_region="US")
+        again = await h.ok("add_do_not_call", csv="4155552671\n+12125550101\n", default_region="US", reason="x")
         assert (again["added"], again["already_listed"]) == (0, 2)
 
         listed = await h.ok("list_do_not_call")

@@ -187,8 +187,7 @@ class CallRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     from_number: str = Field(
-        description="Caller ID: an E.164 number of this account with an outbound agent (any of its numbers with "
-        "override_agent_id).",
+        description="Caller ID: this account's E.164 number with an outbound agent (or use override_agent_id).",
         min_length=1, max_length=64,
     )
     to_number: str = Field(
@@ -206,7 +205,7 @@ class CallRequest(BaseModel):
         None, description="Overrides for this call only."
     )
     metadata: dict[str, Any] | None = Field(
-        None, description="Your data, stored with the call and echoed in webhooks (max 50 kB)."
+        None, description="Your data, echoed in webhooks (max 50 kB)."
     )
     retell_llm_dynamic_variables: dict[str, str] | None = Field(
         None, description="String values for {{placeholders}} in the agent's prompt.",

@@ -27,11 +27,11 @@ SEARCH_DAYS = 8  # every weekly window opens within 7 days; one more covers DST 
 
 
 class TimeRange(BaseModel):
-    """One daily window [start, end) in minutes since local midnight (09:00-17:00 is 540-1020)."""
+    """[start, end) in minutes after local midnight."""
 
     model_config = ConfigDict(extra="forbid")
-    start: Annotated[int, Field(ge=0, le=1439, description="Start, minutes after local midnight (540 = 09:00).")]
-    end: Annotated[int, Field(ge=1, le=1440, description="End (exclusive), minutes after local midnight.")]
+    start: Annotated[int, Field(ge=0, le=1439)]
+    end: Annotated[int, Field(ge=1, le=1440)]
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeRange:
@@ -51,7 +51,7 @@ class CallTimeWindow(BaseModel):
     windows: Annotated[list[TimeRange], Field(min_length=1, max_length=48, description=(
         "Daily windows, e.g. [{start: 540, end: 1020}] = 09:00-17:00."))]
     day: Annotated[list[Day] | None, Field(None, min_length=1, max_length=7, description=(
-        "Weekdays (Monday..Sunday); every day when omitted."))]
+        "Every day when omitted."))]
     timezone: Annotated[str, Field(DEFAULT_TIMEZONE, min_length=1, max_length=64, description=(
         "IANA time zone, e.g. America/New_York."))]
 

@@ -38,7 +38,6 @@ from .views import (
     SCHEDULED_URI,
     SPEND_URI,
     DncChange,
-    DncImport,
     DncList,
     DncView,
     ScheduledView,
@@ -60,9 +59,9 @@ class RetryPolicy(BaseModel):
     """When a call that did not reach the person is dialled again."""
 
     model_config = ConfigDict(extra="forbid")
-    on: list[Outcome] = Field(min_length=1, description="Outcomes to retry: busy, no_answer, voicemail, failed.")
+    on: list[Outcome] = Field(min_length=1)
     max_attempts: int = Field(3, ge=2, le=10, description="Calls in all, the first included.")
-    delay_minutes: float = Field(60, ge=0, le=10_080, description="Wait before each retry.")
+    delay_minutes: float = Field(60, ge=0, le=10_080)
 
 
 RETRY_KEY = "uponai_retry"  # the request's metadata carries its retry policy (so every attempt knows it)
@@ -175,7 +174,7 @@ class OutreachService:
         entries, total = await self.store.list_do_not_call(limit=limit, offset=offset, source=source)
         return DncList(entries=[DncView.of(e) for e in entries], total=total)
 
-    async def import_csv(self, text: str, *, reason: str, default_region: str | None) -> DncImport:
+    async def import_csv(self, text: str, *, reason: str, default_region: str | None) -> DncChange:
         rows, invalid = parse_dnc_csv(text, reason=reason, default_region=default_region)
         if len(rows) > MAX_IMPORT_ROWS:
             raise Refused("invalid_argument", f"At most {MAX_IMPORT_ROWS:,} rows per import; split the file.")
@@ -191,7 +190,8 @@ class OutreachService:
                           cancelled=n)
         if added:
             self._changed(DNC_URI)
-        return DncImport(added=added, already_listed=len(unique) - added, invalid=invalid[:20], cancelled_tasks=n)
+        return DncChange(changed=added > 0, added=added, already_listed=len(unique) - added, invalid=invalid[:20],
+                         cancelled_tasks=n)
 
     # --- ended calls: cost, opt-out, retry ------------------------------------------------------
 

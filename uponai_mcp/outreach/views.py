@@ -37,19 +37,15 @@ class DncChange(BaseModel):
     entry: DncView | None = None
     changed: bool = Field(description="False when it was already listed (add) or not listed (remove).")
     cancelled_tasks: int = Field(0, description="Pending batch tasks and scheduled calls to it, cancelled.")
+    added: int | None = Field(None, description="CSV: numbers newly listed.")
+    already_listed: int | None = None
+    invalid: list[str] | None = Field(None, description="CSV rows with no valid number (first 20).")
 
 
 class DncList(BaseModel):
     entries: list[DncView]
     total: int
     csv: str | None = Field(None, description="The whole list as CSV (format=csv).")
-
-
-class DncImport(BaseModel):
-    added: int
-    already_listed: int
-    invalid: list[str] = Field(default_factory=list, description="Rows that hold no valid number (first 20).")
-    cancelled_tasks: int = 0
 
 
 class SpendLine(BaseModel):

@@ -37,7 +37,7 @@ def _doc(name: str) -> Any:
 
 
 class BatchTaskSpec(BaseModel):
-    """One call of a batch: the documented call parameters except from_number (the batch's)."""
+    """One call: the call parameters except from_number."""
 
     model_config = ConfigDict(extra="forbid")
     to_number: str = Field(min_length=1, max_length=64, description=_doc("to_number"))
@@ -55,9 +55,9 @@ FromNumber = Annotated[str, Field(min_length=1, max_length=64, description=(
 Tasks = Annotated[list[BatchTaskSpec] | None, Field(None, max_length=MAX_TASKS, description=(
     f"The calls, one task per callee (at most {MAX_TASKS:,}). Give this or tasks_csv."))]
 TasksCsv = Annotated[str | None, Field(None, max_length=MAX_CSV_BYTES, description=(
-    "The calls as CSV like the dashboard's batch file: a phone_number (or to_number) column; optional "
-    "override_agent_id, override_agent_version, metadata (JSON), custom_sip_headers (JSON), "
-    "ignore_e164_validation; other columns are dynamic variables. Give this or tasks."))]
+    "The calls as CSV (the dashboard's batch file): phone_number column; optional override_agent_id, "
+    "override_agent_version, metadata (JSON), custom_sip_headers (JSON), ignore_e164_validation; other columns "
+    "are dynamic variables. Or tasks."))]
 Name = Annotated[str | None, Field(None, max_length=200, description="A name for the batch.")]
 ScheduledAt = Annotated[str | None, Field(None, max_length=64, description=(
     "When to start, ISO 8601 with an offset (e.g. 2026-11-23T09:00:00-05:00); now when omitted."))]
@@ -65,10 +65,10 @@ Window = Annotated[CallTimeWindow | None, Field(None, description=(
     "Weekly windows when calls may be placed (Retell's call_time_window); the server's callee-local calling "
     "window applies as well."))]
 WaitS = Annotated[float, Field(0, ge=0, le=600, description=(
-    "Wait up to this many seconds for every task to be dialled, with progress notifications; 0 = return now."))]
+    "Wait up to this long for every task to be dialled (progress notifications); 0 = return now."))]
 Pool = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None, Field(None, max_length=50, description=(
-    "More caller IDs: with from_number a pool; each callee always gets the same number."))]
-Local = Annotated[bool, Field(False, description="Prefer a pool number in the callee's area code or region.")]
+    "More caller IDs (a pool with from_number); each callee keeps one."))]
+Local = Annotated[bool, Field(False, description="Prefer a pool number in the callee's area code/region.")]
 Retry = Annotated[RetryPolicy | None, Field(None, description="Dial a task again after these outcomes.")]
 BatchId = Annotated[str, Field(min_length=1, max_length=64, description="The batch id, e.g. batch_3f2a...")]
 
@@ -219,8 +219,8 @@ def _register_mutating(mcp: MCPServer) -> None:
     ) -> Annotated[CallToolResult, BatchCreated]:
         """Place many outbound calls, paced to the provider's CPS, in a weekly window. Every call rings a real
         person and costs money: only when the user asked for this batch. Each task is checked like
-        create_phone_call (refused ones are listed with their code); may answer confirmation_required with a
-        token for confirm_batch. Follow with get_batch, wait_for_batch or uponai://batches/{id}."""
+        create_phone_call (refused ones listed with their code); may answer confirmation_required with a token
+        for confirm_batch. Follow with get_batch or wait_for_batch."""
         batches = _batches(ctx)
         with refusals():
             plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,

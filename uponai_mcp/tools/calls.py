@@ -38,15 +38,15 @@ DynamicVariables = Annotated[dict[str, str] | None, _doc("retell_llm_dynamic_var
 SipHeaders = Annotated[dict[str, str] | None, _doc("custom_sip_headers")]
 IgnoreE164 = Annotated[bool, _doc("ignore_e164_validation")]
 IdempotencyKey = Annotated[str | None, Field(
-    description="Your key for this call (e.g. a UUID). Repeating a request with the same key and parameters "
-    "returns the first result instead of dialling again; the same key with other parameters is refused.",
+    description="Your key (e.g. a UUID): a repeat with the same key and parameters returns the first result; "
+    "other parameters are refused.",
     min_length=1, max_length=255,
 )]
 ConfirmationToken = Annotated[str | None, Field(
-    description="The token a confirmation_required answer gave; only valid with exactly the same parameters."
+    description="Token from a confirmation_required answer (same parameters only)."
 )]
 ScheduledAt = Annotated[str | None, Field(max_length=64, description=(
-    "Dial later: ISO 8601 with offset, e.g. 2026-11-23T09:00:00-05:00. Checked now and at dial time."))]
+    "Dial later (ISO 8601 with offset); checked now and again at dial time."))]
 Retry = Annotated[RetryPolicy | None, Field(description="Dial again after these outcomes.")]
 
 
@@ -279,10 +279,9 @@ def _register_dialing(mcp: MCPServer) -> None:
         scheduled_at: ScheduledAt = None,
         retry_policy: Retry = None,
     ) -> Annotated[CallToolResult, PlacedCall]:
-        """Place a real outbound phone call with an AI voice agent. It rings a real person and costs money:
-        only call when the user explicitly asked for this call. The server checks the number, country,
-        caller ID, calling window and budgets, paces to the provider's CPS, and may ask the user to confirm
-        (or answer confirmation_required with a token for confirm_call)."""
+        """Place a real outbound call with an AI voice agent. It rings a real person and costs money: only when
+        the user asked for this call. Every guardrail is checked; may ask the user to confirm (or answer
+        confirmation_required with a token for confirm_call)."""
         svc = services(ctx)
         request = build_request(
             from_number=from_number, to_number=to_number, override_agent_id=override_agent_id,

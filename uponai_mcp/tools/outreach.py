@@ -15,14 +15,14 @@ from pydantic import Field
 
 from uponai_mcp.errors import Refused
 from uponai_mcp.outreach import DNC_URI, SCHEDULED_URI, SPEND_URI, OutreachService
-from uponai_mcp.outreach.views import DncChange, DncImport, DncList, ScheduledList, ScheduledView, SpendView
+from uponai_mcp.outreach.views import DncChange, DncList, ScheduledList, ScheduledView, SpendView
 from uponai_mcp.services import Services
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import LOCAL_READ, services
 
 LOCAL_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                               open_world_hint=False)
-Number = Annotated[str, Field(min_length=1, max_length=64, description="Phone number (any format; kept as E.164).")]
+Number = Annotated[str, Field(min_length=1, max_length=64, description="Any format.")]
 
 
 def _outreach(ctx: Context) -> OutreachService:
@@ -35,16 +35,27 @@ def _outreach(ctx: Context) -> OutreachService:
 def register(mcp: MCPServer) -> None:
     @mcp.tool(title="Add to do-not-call", annotations=LOCAL_WRITE)
     async def add_do_not_call(
-        ctx: Context, phone_number: Number,
+        ctx: Context,
         reason: Annotated[str, Field(min_length=1, max_length=500, description="Why (kept with the entry).")],
+        phone_number: Annotated[str | None, Field(min_length=1, max_length=64, description="Any format.")] = None,
+        csv: Annotated[str | None, Field(min_length=1, max_length=5_000_000, description=(
+            "Instead: CSV with a phone_number column (and reason), or one number per line."))] = None,
+        default_region: Annotated[str | None, Field(min_length=2, max_length=2, description=(
+            "CSV: ISO region of numbers without +country code."))] = None,
     ) -> DncChange:
-        """Never dial this number again: every call, batch, schedule, retry and eval refuses it (do_not_call).
-        Pending batch tasks and scheduled calls to it are cancelled."""
-        return await _outreach(ctx).add(phone_number, reason)
+        """Never dial a number (or a CSV of them) again: calls, batches, schedules, retries and evals refuse it
+        (do_not_call); pending calls to it are cancelled."""
+        out = _outreach(ctx)
+        if (phone_number is None) == (csv is None):
+            raise Refused("invalid_argument", "Give phone_number or csv, exactly one of them.", field="phone_number")
+        if csv is not None:
+            return await out.import_csv(csv, reason=reason, default_region=default_region.upper()
+                                        if default_region else None)
+        return await out.add(phone_number, reason)
 
     @mcp.tool(title="Remove from do-not-call", annotations=LOCAL_WRITE)
     async def remove_do_not_call(ctx: Context, phone_number: Number) -> DncChange:
-        """Take a number off the do-not-call list. Only when the person asked for calls again."""
+        """Take a number off the do-not-call list (only when the person asked for calls again)."""
         return await _outreach(ctx).remove(phone_number)
 
     @mcp.tool(title="List do-not-call", annotations=LOCAL_READ)
@@ -53,23 +64,10 @@ def register(mcp: MCPServer) -> None:
         source: Annotated[Literal["manual", "csv", "opt_out"] | None, Field(description="Only this source.")] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
         offset: Annotated[int, Field(ge=0)] = 0,
-        format: Annotated[Literal["json", "csv"], Field(description="csv: the whole list as CSV text.")] = "json",
+        format: Annotated[Literal["json", "csv"], Field(description="csv: the whole list as CSV.")] = "json",
     ) -> DncList:
-        """The do-not-call list, newest first, with reason and source (manual, csv, opt_out + call id)."""
+        """The do-not-call list, newest first, with reason and source (manual, csv, opt_out)."""
         return await _outreach(ctx).list(limit=limit, offset=offset, source=source, as_csv=format == "csv")
-
-    @mcp.tool(title="Import do-not-call CSV", annotations=LOCAL_WRITE)
-    async def import_do_not_call(
-        ctx: Context,
-        csv: Annotated[str, Field(min_length=1, max_length=5_000_000, description=(
-            "CSV with a phone_number column (optional reason column), or one number per line."))],
-        reason: Annotated[str, Field(max_length=500, description="Reason for rows without one.")] = "imported",
-        default_region: Annotated[str | None, Field(min_length=2, max_length=2, description=(
-            "ISO region for numbers written without +country code, e.g. US."))] = None,
-    ) -> DncImport:
-        """Add every number of a CSV to the do-not-call list (numbers compared in E.164)."""
-        return await _outreach(ctx).import_csv(csv, reason=reason,
-                                               default_region=default_region.upper() if default_region else None)
 
     @mcp.tool(title="Today's spend", annotations=LOCAL_READ)
     async def get_spend(ctx: Context) -> SpendView:
@@ -83,7 +81,7 @@ def register(mcp: MCPServer) -> None:
                          Field(description="Only this state.")] = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
     ) -> ScheduledList:
-        """Scheduled calls and retries, soonest first, with their state and call id once dialled."""
+        """Scheduled calls and retries, soonest first, with state and call id."""
         return ScheduledList(scheduled=await _outreach(ctx).list_scheduled(state=state, limit=limit))
 
     @mcp.tool(title="Cancel a scheduled call", annotations=LOCAL_WRITE)
