@@ -406,3 +406,38 @@ async def test_caller_id_pool_is_sticky_per_callee_with_local_presence(tmp_path)
 
 async def _count_calls(h, n: int) -> bool:
     return len(await h.sandbox_calls()) >= n
+
+
+async def test_opt_out_arrives_by_webhook_in_the_default_embedded_mode(tmp_path):
+    """The default setup (no API key): the embedded sandbox, the native dialect, webhooks to the server's own
+    receiver. The transcript and the cost come with the webhooks."""
+    from mcp import Client
+
+    from uponai_mcp.config import Settings
+    from uponai_mcp.server import create_server
+
+    server = create_server(Settings(sandbox=True, data_dir=tmp_path, sandbox_speed=50,
+                                    max_attempts_per_destination_24h=50))
+    async with Client(server) as client:
+        async def ok(tool: str, **args):
+            result = await client.call_tool(tool, args)
+            assert not result.is_error, result.content[0].text
+            return result.structured_content
+
+        placed = await ok("create_phone_call", from_number=TWILIO, to_number="+14155552672",
+                          metadata={"sandbox_user_says": "Remove me from your list, please."})
+        await ok("wait_for_call", call_id=placed["call_id"], until="ended", timeout_s=30)
+
+        async def listed():
+            return (await ok("list_do_not_call"))["entries"]
+
+        entries = await eventually(listed, within_s=15)
+        assert entries[0]["call_id"] == placed["call_id"] and entries[0]["source"] == "opt_out"
+
+        async def costed():
+            spend = await ok("get_spend")
+            return spend if spend["in_flight"] == 0 and spend["reported_cents"] > 0 else None
+
+        await eventually(costed, within_s=15)
+        result = await client.call_tool("create_phone_call", {"from_number": TWILIO, "to_number": "+14155552672"})
+        assert refusal_code(result) == "do_not_call"

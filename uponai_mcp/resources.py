@@ -131,6 +131,9 @@ def policy_view(svc: Services) -> dict[str, Any]:
             "max_calls_per_day": dialer.budgets.max_calls_per_day,
         },
         "pacing_horizon_s": s.pacing_horizon_s,
+        "outreach": {"do_not_call": "uponai://do-not-call (refused on every path)", "opt_out_detection":
+                     s.opt_out_detection, "spend_cap_cents_per_day": s.max_spend_per_day_cents,
+                     "spend_estimate_cents": s.spend_estimate_cents, "stale_grace_s": s.stale_grace_s},
         "call_events": svc.event_source(),
     }
 

@@ -49,6 +49,7 @@ from .views import (
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the scheduler looks at the clock (an injected clock is followed)
+DIAL_CONCURRENCY = 4  # scheduled calls dialled at once (each still waits for its pacer slot)
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
 MAX_IMPORT_ROWS = 100_000
 HOURLY_HOLD = timedelta(minutes=1)
@@ -461,17 +462,28 @@ class OutreachService:
         return marked
 
     async def _run_due(self, *, resume: bool) -> None:
+        """Dial what is due (at start also what a crash left dialing), up to DIAL_CONCURRENCY at once."""
         now = self._now_ms()
         states = ("scheduled", "dialing") if resume else ("scheduled",)
-        for row in await self.store.list_scheduled(states=states, limit=500):
-            if row.state == "scheduled" and row.due_at_ms > now:
-                break
-            if row.schedule_id not in self._busy:
-                self._busy.add(row.schedule_id)
-                try:
-                    await self._dial(row)
-                finally:
-                    self._busy.discard(row.schedule_id)
+        slots = anyio.Semaphore(DIAL_CONCURRENCY)
+
+        async def one(row: ScheduledCall) -> None:
+            try:
+                await self._dial(row)
+            except Exception:
+                log.exception("scheduled call %s: dialling failed; it is looked at again", row.schedule_id)
+            finally:
+                self._busy.discard(row.schedule_id)
+                slots.release()
+
+        async with anyio.create_task_group() as tg:
+            for row in await self.store.list_scheduled(states=states, limit=500):
+                if row.state == "scheduled" and row.due_at_ms > now:
+                    continue
+                if row.schedule_id not in self._busy:
+                    self._busy.add(row.schedule_id)
+                    await slots.acquire()
+                    tg.start_soon(one, row)
 
     async def _dial(self, row: ScheduledCall) -> None:
         sid = row.schedule_id

@@ -59,7 +59,8 @@ def _usage(conn: sqlite3.Connection, to_number: str, now: int) -> Usage:
     spend = spend_today(conn, now)
     listed = conn.execute("SELECT reason, source, call_id FROM do_not_call WHERE e164 = ?", (to_number,)).fetchone()
     return Usage(to_destination_24h=row[0], last_hour=row[1], last_day=row[2], spent_today_mc=spend[0],
-                 in_flight_today=spend[1], do_not_call=None if listed is None else tuple(listed))
+                 in_flight_today=spend[1],
+                 do_not_call=None if listed is None else (listed[0], listed[1], listed[2]))
 
 
 def spend_today(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
