@@ -114,3 +114,47 @@ def test_dnc_csv_with_and_without_a_header():
     assert rows == [(E164, "asked")] and invalid == ["row 3: 'nope'"]
     rows, invalid = parse_dnc_csv("\ufeff4155552671\n+442079460958\n", reason="r", default_region="US")
     assert rows == [(E164, "r"), ("+442079460958", "r")] and invalid == []
+
+
+@pytest.mark.anyio
+async def test_the_reservation_refuses_a_number_listed_after_the_decision_and_a_spend_past_the_cap(tmp_path):
+    """The check inside the attempt's write transaction: the list and the spend cap as they are at that moment."""
+    import anyio
+
+    from uponai_mcp.config import Settings
+    from uponai_mcp.dialer import Dialer
+    from uponai_mcp.store import ReservationRefused, Store
+
+    store = await Store.open(tmp_path / "x.db")
+    try:
+        settings = Settings(sandbox=True, data_dir=tmp_path, max_spend_per_day_cents=100, spend_estimate_cents=30,
+                            max_attempts_per_destination_24h=100)
+        dialer = Dialer(settings, None, store, None, None)  # type: ignore[arg-type]  # only the rule is used
+
+        async def reserve(attempt_id: str, to: str):
+            return await store.create_attempt(attempt_id, idempotency_key=None, params_hash="h", request_json="{}",
+                                              from_number="+14155550100", to_number=to, scope="twilio",
+                                              check=dialer.budget_check(to))
+
+        await store.add_do_not_call(E164, reason="listed a moment ago", source="manual", added_by="test")
+        with pytest.raises(ReservationRefused) as refused:
+            await reserve("att_listed", E164)
+        assert refused.value.reason.code == "do_not_call"
+
+        outcomes: list[str] = []
+
+        async def one(i: int) -> None:
+            try:
+                await reserve(f"att_{i}", f"+1415555{3000 + i:04d}")
+                outcomes.append("ok")
+            except ReservationRefused as exc:
+                outcomes.append(exc.reason.details["reason"])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+        assert sorted(outcomes) == ["ok"] * 3 + ["spend"] * 17  # 0, 30, 60 in flight + 30 <= 100; 90 + 30 > 100
+        await store.record_call_cost("nope", cost_mc=1, agent_id=None)  # unknown call: nothing changes
+        assert await store.spend_today() == (0, 3)
+    finally:
+        await store.close()
