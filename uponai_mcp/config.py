@@ -69,6 +69,10 @@ class Settings(BaseModel):
     # streamable HTTP: Host names (and extra browser origins) accepted besides loopback; see http_app.
     mcp_allowed_hosts: tuple[str, ...] = ()
     mcp_allowed_origins: tuple[str, ...] = ()
+    # 2025-era streamable HTTP sessions (2026-07-28 clients keep none): closed after this long idle, and at most
+    # this many at once (one more gets 503), so a replica's memory stays bounded.
+    mcp_session_idle_s: float = 600.0
+    mcp_max_sessions: int = 1000
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     create_timeout_s: float = 60.0
@@ -184,6 +188,8 @@ class Settings(BaseModel):
         parse("UPONAI_MCP_TOKENS", "mcp_tokens", lambda r: tuple(t.strip() for t in r.split(",") if t.strip()))
         parse("UPONAI_MCP_ALLOWED_HOSTS", "mcp_allowed_hosts",
               lambda r: tuple(h.strip() for h in r.split(",") if h.strip()))
+        parse("UPONAI_MCP_SESSION_IDLE_S", "mcp_session_idle_s", positive(float))
+        parse("UPONAI_MCP_MAX_SESSIONS", "mcp_max_sessions", positive(int))
         parse("UPONAI_MCP_ALLOWED_ORIGINS", "mcp_allowed_origins",
               lambda r: tuple(o.strip() for o in r.split(",") if o.strip()))
         values["errors"] = tuple(errors)

@@ -278,8 +278,11 @@ def build_app(settings: Settings, options: HttpOptions, *,
         auth = {"token_verifier": StaticTokenVerifier(settings.mcp_tokens),
                 "auth": AuthSettings(issuer_url=options.url().removesuffix(MCP_PATH), resource_server_url=None)}
     server = create_server(settings, wall=wall, **auth)
+    # 2026-07-28 clients are served statelessly by the SDK (no session, any replica); 2025-era sessions are
+    # bounded (count) and expire when idle, so memory stays flat however many clients come and go.
     inner = server.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=security,
-                                       host=options.host)
+                                       host=options.host, session_idle_timeout=settings.mcp_session_idle_s,
+                                       max_sessions=settings.mcp_max_sessions)
     mode = {"auth": "bearer" if settings.mcp_tokens else "none"}
     return Gate(inner, security, exempt=(WEBHOOK_PATH,), info=lambda: mode)
 
