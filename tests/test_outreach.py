@@ -441,3 +441,37 @@ async def test_opt_out_arrives_by_webhook_in_the_default_embedded_mode(tmp_path)
         await eventually(costed, within_s=15)
         result = await client.call_tool("create_phone_call", {"from_number": TWILIO, "to_number": "+14155552672"})
         assert refusal_code(result) == "do_not_call"
+
+
+async def test_a_retry_waits_for_the_callees_calling_window(tmp_path):
+    from tests.server_harness import WallClock
+
+    la = ZoneInfo("America/Los_Angeles")
+    today = datetime.now(la).date()  # near the real clock: the poller follows calls of the last two days
+    wall = WallClock(datetime.combine(today, datetime.min.time(), la).replace(hour=20, minute=58, second=30)
+                     .astimezone(UTC))  # 20:58:30 in San Francisco
+    async with harness(tmp_path, sandbox=FAST, wall=wall, calling_window="08:00-21:00", **BUDGETS) as h:
+        busy = "+14155552675"
+        await h.ok("create_batch_call", from_number=TWILIO, tasks=[{"to_number": busy}],
+                   retry_policy={"on": ["busy"], "max_attempts": 2, "delay_minutes": 1})
+
+        async def retry_row():
+            rows = (await h.ok("list_scheduled_calls"))["scheduled"]
+            return rows[0] if rows else None
+
+        row = await eventually(retry_row, within_s=20)
+        assert row["attempt"] == 2 and row["retry_of"] and row["batch_id"]
+        wall.now += timedelta(minutes=2)  # 21:00:30: the retry is due, the window has closed
+
+        async def moved():
+            r = await retry_row()
+            local = datetime.fromisoformat(r["scheduled_at"].replace("Z", "+00:00")).astimezone(la)
+            return local if local.hour == 8 else None
+
+        local = await eventually(moved, within_s=10)
+        assert local.date() == today + timedelta(days=1) and local.minute == 0
+        assert len(await calls_to(h, busy)) == 1
+
+        wall.now = local.astimezone(UTC) + timedelta(seconds=5)
+        await eventually(lambda: _count_calls(h, 2), within_s=10)
+        assert (await retry_row())["state"] in ("dialing", "placed")
