@@ -22,6 +22,8 @@ from uponai_mcp.tools._common import LOCAL_READ, services
 
 LOCAL_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                               open_world_hint=False)
+# Taking a number off the list lets it be dialled again: hosts should treat that as destructive.
+UNLIST = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 Number = Annotated[str, Field(min_length=1, max_length=64, description="Any format.")]
 
 
@@ -53,7 +55,7 @@ def register(mcp: MCPServer) -> None:
                                         if default_region else None)
         return await out.add(phone_number, reason)
 
-    @mcp.tool(title="Remove from do-not-call", annotations=LOCAL_WRITE)
+    @mcp.tool(title="Remove from do-not-call", annotations=UNLIST)
     async def remove_do_not_call(ctx: Context, phone_number: Number) -> DncChange:
         """Take a number off the do-not-call list (only when the person asked for calls again)."""
         return await _outreach(ctx).remove(phone_number)
