@@ -330,7 +330,7 @@ async def test_scheduled_call_outside_the_window_is_refused_with_the_next_allowe
         assert nxt.astimezone(la).hour == 8 and nxt.astimezone(la).date() == tomorrow
 
         morning = datetime.combine(tomorrow, datetime.min.time(), la).replace(hour=10).isoformat()
-        args = dict(from_number=TWILIO, to_number="+14155552690", scheduled_at=morning)
+        args = dict(from_number=TWILIO, to_number="+14155552690", scheduled_at=morning, idempotency_key="morning")
         asked = await h.call("create_phone_call", **args)
         assert refusal_code(asked) == "confirmation_required"
         token = asked.meta[ERROR_META_KEY]["details"]["token"]
@@ -340,6 +340,8 @@ async def test_scheduled_call_outside_the_window_is_refused_with_the_next_allowe
         done = await h.ok("create_phone_call", **args, confirmation_token=token)
         assert done["scheduled"]["state"] == "scheduled"
         assert datetime.fromisoformat(done["scheduled"]["scheduled_at"].replace("Z", "+00:00")).astimezone(la).hour == 10
+        again = await h.ok("create_phone_call", **args)  # the key names the schedule: nothing is asked again
+        assert again["scheduled"]["schedule_id"] == done["scheduled"]["schedule_id"]
         assert await h.sandbox_calls() == []
 
 

@@ -327,6 +327,13 @@ class OutreachService:
         confirmation now (elicitation, or a `schedule` token for create_phone_call), then stored for the
         scheduler, which checks again at dial time."""
         when = self.parse_when(scheduled_at)
+        if idempotency_key is not None:  # the key names the schedule: a repeat returns it, asking nothing again
+            existing = await self.store.get_scheduled(_schedule_id(idempotency_key))
+            if existing is not None:
+                if existing.request_json != _request_json(request) or existing.due_at_ms != _ms(when):
+                    raise Refused("idempotency_conflict", f"Idempotency key {idempotency_key!r} was already used "
+                                  "with different parameters; use a new key for a new call.")
+                return scheduled_view(existing)
         if prepared is None or prepared.decision is None or prepared.params_hash != params.params_hash(request):
             prepared = await self.dialer.prepare(request, idempotency_key, at=when)
         assert prepared.decision is not None
@@ -350,7 +357,7 @@ class OutreachService:
         pf = prepared.decision
         assert pf is not None
         key = prepared.idempotency_key
-        schedule_id = ("sch_" + hashlib.sha256(key.encode()).hexdigest()[:20]) if key else "sch_" + uuid.uuid4().hex[:20]
+        schedule_id = _schedule_id(key) if key else "sch_" + uuid.uuid4().hex[:20]
         existing = await self.store.get_scheduled(schedule_id)
         if existing is not None:
             if existing.request_json != _request_json(prepared.request) or existing.due_at_ms != _ms(when):
@@ -558,6 +565,10 @@ def _max_duration_ms(request_json: str, default_ms: int) -> int:
         return default_ms
     value = agent.get("max_call_duration_ms")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default_ms
+
+
+def _schedule_id(idempotency_key: str) -> str:
+    return "sch_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
 
 
 def _ms(when: datetime) -> int:
