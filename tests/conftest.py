@@ -50,13 +50,14 @@ async def sandbox_client(sandbox: RunningSandbox) -> AsyncIterator[httpx.AsyncCl
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
+def pg_server():
     """One PostgreSQL server for the whole session; tests needing it are skipped (with the reason) only when
-    it genuinely cannot start here."""
+    it genuinely cannot start here. Its files live in a directory of its own under the system temp dir, not
+    under pytest's (pytest keeps `pytest-of-<user>` closed to other users, and the server runs as one)."""
     from tests.pg_harness import EmbeddedPostgres, PostgresUnavailable
 
     try:
-        server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg"), fsync=False)
+        server = EmbeddedPostgres.start(fsync=False)
     except PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL cannot run here: {exc}")
     yield server

@@ -6,7 +6,7 @@ falling back to `nobody`), through subprocess' `user=`; otherwise as the current
 free loopback TCP port (so child processes and replicas connect with a plain URL) and on a private socket
 directory; `fsync` stays on unless asked (benchmarks measure durable commits).
 
-    server = EmbeddedPostgres.start(tmpdir)      # initdb + pg_ctl start, ~1 s
+    server = EmbeddedPostgres.start()            # initdb + pg_ctl start, ~1 s (a temp dir of its own)
     url = server.create_database("t1")           # postgresql://postgres@127.0.0.1:PORT/t1
     server.stop()
 """

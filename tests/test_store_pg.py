@@ -134,10 +134,10 @@ async def test_unreachable_at_start_lists_tools_and_answers_store_unavailable(tm
 
 
 @pytest.fixture
-def own_pg(tmp_path_factory):
+def own_pg():
     """A server of its own: this test stops and restarts it."""
     try:
-        server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg_own"), fsync=False)
+        server = EmbeddedPostgres.start(fsync=False)
     except PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL cannot run here: {exc}")
     yield server
@@ -183,3 +183,19 @@ async def test_store_unavailable_while_down_then_recovers(own_pg):
             own_pg.resume()
         await store.audit("x", decision="allowed", summary="after")
         assert [e.summary for e in await store.recent_audit()] == ["after", "before"]
+
+
+async def test_a_starting_replica_leaves_the_others_attempts_alone(pg_url, tmp_path: Path):
+    import time
+
+    now = int(time.time() * 1000)
+    async with await Store.open(pg_url) as store:
+        for attempt_id, at in (("att_live", now), ("att_orphan", now - 3_600_000)):
+            await store.create_attempt(attempt_id, idempotency_key=None, params_hash="h", request_json="{}",
+                                       from_number=TELNYX, to_number=TO, scope="telnyx", now_ms=at)
+        await store.mark_attempt("att_live", "dialing", now_ms=now, send_at_ms=now + 20_000)  # waits for its slot
+    async with harness(tmp_path, database_url=pg_url) as h:
+        await h.ok("get_cps")  # the services are up: start-up reconciliation ran
+    async with await Store.open(pg_url) as store:
+        assert (await store.get_attempt("att_live")).state == "dialing"  # another replica's, in flight
+        assert (await store.get_attempt("att_orphan")).state == "failed"  # its replica died long ago

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_PLATFORM_429_RETRIES = 5
 # How long a duplicate request with the same idempotency key waits for the first one to finish.
 IN_FLIGHT_WAIT_S = 30.0
+ORPHAN_AFTER_S = 180.0  # several replicas: an open attempt untouched this long belongs to a replica that died
 
 
 @dataclass(frozen=True)
@@ -417,9 +418,19 @@ class Dialer:
 
         The previous process is gone, so whatever it sent has reached the platform by now: an attempt whose
         call the platform does not know failed. One still waiting for its pacer slot (its send time is in the
-        future) never left at all, and stops counting against budgets."""
+        future) never left at all, and stops counting against budgets.
+
+        On PostgreSQL other replicas are alive and have attempts in flight: only attempts nobody touched for
+        ORPHAN_AFTER_S (their replica died) are settled here."""
         found = 0
+        quiet_ms = int(ORPHAN_AFTER_S * 1000) if getattr(self.store, "dialect", "sqlite") == "postgresql" else None
+
+        def orphaned(a) -> bool:
+            return quiet_ms is None or max(a.updated_at_ms, a.dialed_at_ms or 0) < self._now_ms() - quiet_ms
+
         for attempt in await self.store.attempts_in_state("dialing", "unknown"):
+            if not orphaned(attempt):
+                continue
             if attempt.state == "dialing" and (attempt.dialed_at_ms or 0) > self._now_ms():
                 await self.store.mark_attempt(attempt.attempt_id, "failed", error_code="upstream_error",
                                               error_message="interrupted while waiting for a pacer slot; never sent",
@@ -430,6 +441,8 @@ class Dialer:
                 await self.store.mark_attempt(attempt.attempt_id, "failed", error_code="outcome_unknown",
                                               error_message="never found on the platform", now_ms=self._now_ms())
         for attempt in await self.store.attempts_in_state("pending"):
+            if not orphaned(attempt):
+                continue
             # Never sent: a crash before the request left. Safe to close; the caller may try again.
             await self.store.mark_attempt(attempt.attempt_id, "failed", error_code="upstream_error",
                                           error_message="interrupted before dialling", now_ms=self._now_ms())
