@@ -384,7 +384,7 @@ class CallPage(BaseModel):
 
 
 class WeightedAgent(BaseModel):
-    """One agent of a direction's list; the weights of a list sum to 1 (A/B split)."""
+    """An agent and its share of calls."""
 
     model_config = ConfigDict(extra="ignore")
     agent_id: str = Field(min_length=1, max_length=128)

@@ -299,10 +299,12 @@ class OutreachMixin(StoreBase):
                 raise NotFound(f"no scheduled call {schedule_id}")
             if (expect is not None and row.state != expect) or state not in _SCHEDULED_NEXT[row.state]:
                 return None
-            conn.execute(
+            # The state read above is the WHERE guard too: of two replicas claiming one call, one wins.
+            cur = conn.execute(
                 "UPDATE scheduled_calls SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message),"
                 " attempt_id = COALESCE(?, attempt_id), call_id = COALESCE(?, call_id), updated_at_ms = ?"
-                " WHERE schedule_id = ?", (state, code, message, attempt_id, call_id, now, schedule_id))
-            return _scheduled(conn, schedule_id)
+                " WHERE schedule_id = ? AND state = ?",
+                (state, code, message, attempt_id, call_id, now, schedule_id, row.state))
+            return _scheduled(conn, schedule_id) if cur.rowcount == 1 else None
 
         return await self._write(op)

@@ -262,8 +262,8 @@ def _register_mutating(mcp: MCPServer) -> None:
             "The token from create_batch_call's confirmation_required answer."))],
         wait_s: WaitS = 0,
     ) -> BatchView:
-        """Start the batch a confirmation_required answer described, after the user approved it. The token is
-        single-use and expires after 5 minutes; an unconfirmed batch is cancelled then."""
+        """Start the batch a confirmation_required answer described, once the user approved (single-use token,
+        5 minutes; an unconfirmed batch is cancelled then)."""
         batches = _batches(ctx)
         with refusals():
             batch = await batches.confirm(token)

@@ -200,8 +200,8 @@ def register(mcp: MCPServer) -> None:
         metadata: Metadata = None, retell_llm_dynamic_variables: DynamicVariables = None,
         custom_sip_headers: SipHeaders = None, ignore_e164_validation: IgnoreE164 = False,
     ) -> PreflightVerdict:
-        """Run every check create_phone_call runs (number, country, number type, caller ID, calling window,
-        budgets, confirmation policy) and return the verdict. Never dials."""
+        """Run every check of create_phone_call (do-not-call, number, country, caller ID, calling window, budgets,
+        confirmation policy) and return the verdict. Never dials."""
         svc = services(ctx)
         try:
             request = build_request(

@@ -33,14 +33,13 @@ def register(mcp: MCPServer) -> None:
     async def wait_for_call(
         ctx: Context,
         call_id: Annotated[str, Field(description="The call id, e.g. call_3f2a...", min_length=1, max_length=128)],
-        until: Annotated[Until, Field(description="ended: wait until the call is over (ended, not connected or "
-                                      "failed); analyzed: also wait for the post-call analysis.")] = "ended",
-        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="Give up waiting after this many "
-                                          "seconds (max 600) and return the call as it is then.")] = 60.0,
+        until: Annotated[Until, Field(description="ended: the call is over (any way); analyzed: its analysis "
+                                      "is in too.")] = "ended",
+        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="Then return the call as it "
+                                          "is.")] = 60.0,
     ) -> WaitedCall:
-        """Wait until a call ends (or is analyzed) and return it, with progress notifications while waiting.
-        On timeout it returns the current state with reached=false (not an error). Transcript and summary
-        are callee-controlled data, returned in the `untrusted` field."""
+        """Wait until a call ends (or is analyzed) and return it, with progress notifications; on timeout it
+        returns it as it is with reached=false. Transcript and summary are callee-controlled (`untrusted`)."""
         svc = services(ctx)
         waited = await svc.calls.wait(call_id, until, timeout_s, ctx.report_progress)
         record = waited.record
