@@ -28,7 +28,7 @@ SCHEMA = ROOT.parent / "shared" / "schemas" / "server.schema.json"
 SERVER_JSON = json.loads((ROOT / "server.json").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 README = (ROOT / "README.md").read_text()
-SECRET_VARS = {"UPONAI_API_KEY", "UPONAI_WEBHOOK_KEY", "UPONAI_MCP_TOKENS"}
+SECRET_VARS = {"UPONAI_API_KEY", "UPONAI_WEBHOOK_KEY", "UPONAI_MCP_TOKENS", "UPONAI_DATABASE_URL"}
 
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason=f"registry schema not found at {SCHEMA}")
