@@ -212,8 +212,9 @@ async def test_concurrent_callers_cannot_slip_past_the_spend_cap(tmp_path):
         numbers = [f"+1415555{3000 + i:04d}" for i in range(40) if i % 10 < 4][:20]
         results: dict[str, object] = {}
 
-        async def one(n: str) -> None:
-            results[n] = await h.call("create_phone_call", from_number=TELNYX, to_number=n)
+        async def one(n: str) -> None:  # long calls: none ends (and reports its cost) during the burst
+            results[n] = await h.call("create_phone_call", from_number=TELNYX, to_number=n,
+                                      metadata={"sandbox_outcome": "long_call"})
 
         async with anyio.create_task_group() as tg:
             for n in numbers:
@@ -477,3 +478,62 @@ async def test_a_retry_waits_for_the_callees_calling_window(tmp_path):
         wall.now = local.astimezone(UTC) + timedelta(seconds=5)
         await eventually(lambda: _count_calls(h, 2), within_s=10)
         assert (await retry_row())["state"] in ("dialing", "placed")
+
+
+# --- the same on PostgreSQL (several replicas share one account) ---------------------------------------------
+
+
+async def test_outreach_on_postgresql(tmp_path, pg_url):
+    """The outreach SQL is portable: do-not-call (in any formatting), an opt-out, the spend cap under concurrent
+    callers, a scheduled call and a retry, with the store on PostgreSQL."""
+    async with harness(tmp_path, sandbox=FAST, database_url=pg_url, max_spend_per_day_cents=1000,
+                       spend_estimate_cents=300, **BUDGETS) as h:
+        await h.ok("add_do_not_call", phone_number=VARIANTS[2], reason="pg")
+        assert (await h.ok("preflight_call", from_number=TWILIO, to_number=VARIANTS[7]))["code"] == "do_not_call"
+        imported = await h.ok("add_do_not_call", csv="(212) 555-0101\n", default_region="US", reason="csv")
+        assert imported["added"] == 1 and (await h.ok("list_do_not_call"))["total"] == 2
+
+        opted = await h.ok("create_phone_call", from_number=TWILIO, to_number="+14155552672",
+                           metadata={"sandbox_user_says": "Don't call me again."})
+        await h.ok("wait_for_call", call_id=opted["call_id"], until="ended", timeout_s=30)
+
+        async def listed():
+            return (await h.ok("list_do_not_call", source="opt_out"))["entries"]
+
+        assert (await eventually(listed, within_s=15))[0]["call_id"] == opted["call_id"]
+
+        busy = "+14155552675"
+        await h.ok("create_phone_call", from_number=TWILIO, to_number=busy,
+                   retry_policy={"on": ["busy"], "max_attempts": 2, "delay_minutes": 0})
+        scheduled = await h.ok("create_phone_call", from_number=TWILIO, to_number="+14155552691",
+                               scheduled_at=later(seconds=1))
+
+        async def settled():
+            rows = {s["schedule_id"]: s for s in (await h.ok("list_scheduled_calls"))["scheduled"]}
+            done = [r for r in rows.values() if r["state"] == "placed"]
+            return rows if len(done) == 2 else None
+
+        rows = await eventually(settled, within_s=30)
+        assert rows[scheduled["scheduled"]["schedule_id"]]["call_id"]
+        assert len(await calls_to(h, busy)) == 2
+
+        # the spend cap: (1000 - spent) // 300 more calls (3), however many ask at once
+        async def costs_in():
+            spend = await h.ok("get_spend")
+            return spend if spend["in_flight"] == 0 else None
+
+        spend = await eventually(costs_in, within_s=15)
+        room = int((1000 - spend["spend_cents"]) // 300)
+        assert room == 3, spend
+        results = []
+
+        async def one(n: str) -> None:  # long calls: none ends (and reports its cost) during the burst
+            results.append(await h.call("create_phone_call", from_number=TELNYX, to_number=n,
+                                        metadata={"sandbox_outcome": "long_call"}))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(one, f"+1415555{3100 + i * 10:04d}")
+        placed = [r for r in results if not r.is_error]
+        assert len(placed) == room, (room, [r.content[0].text for r in results if r.is_error][:2])
+        assert {r.meta[ERROR_META_KEY]["details"]["reason"] for r in results if r.is_error} == {"spend"}
