@@ -60,6 +60,7 @@ class Engine:
         self.agents: dict[str, AgentRec] = seed.agents
         self.numbers: dict[str, NumberRec] = seed.numbers
         self.calls: dict[str, CallRec] = {}
+        self._slot_holders: set[str] = set()  # calls holding a concurrency slot, possibly still live
         self.rng = random.Random(self.config.seed)
         self.idempotency: dict[str, tuple[str, float]] = {}
         self.cps = CpsLimiter()
@@ -122,7 +123,11 @@ class Engine:
     # --- calls ----------------------------------------------------------------------------------
 
     def active_calls(self) -> int:
-        return sum(1 for c in self.calls.values() if c.holds_slot and c.status in LIVE)
+        # Only calls that took a slot and may still be live are looked at (pruned as they end): a scan of every
+        # call ever made would cost O(calls) per create, quadratic over a long evaluation run.
+        ended = [cid for cid in self._slot_holders if self.calls[cid].status not in LIVE]
+        self._slot_holders.difference_update(ended)
+        return len(self._slot_holders)
 
     def create_call(self, spec: rules.CreateSpec, dialect: str) -> tuple[CallRec, bool]:
         """Admit a call or raise ApiError. Returns (call, replayed) where replayed = idempotent repeat."""
@@ -154,6 +159,8 @@ class Engine:
         if number.kind is ProviderKind.TWILIO:
             rec.data["telephony_identifier"] = {"twilio_call_sid": f"CA{crng.getrandbits(128):032x}"}
         self.calls[call_id] = rec
+        if rec.holds_slot:
+            self._slot_holders.add(call_id)
         if key:
             self.idempotency[key] = (call_id, wall)
         self.counters["creates_accepted"] += 1

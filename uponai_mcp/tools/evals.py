@@ -54,9 +54,11 @@ def _parse(suite: dict[str, Any], repeat: int | None):
     return parsed, plan.expand(parsed, repeat=repeat)
 
 
-async def ask_to_confirm_eval(ctx: Context, suite: dict[str, Any], repeat: int | None = None
-                              ) -> Elicit[ConfirmEval] | NoQuestion:
+async def ask_to_confirm_eval(ctx: Context, suite: dict[str, Any], repeat: int | None = None,
+                              confirm_token: str | None = None) -> Elicit[ConfirmEval] | NoQuestion:
     """Ask the person (elicitation) when the confirmation policy wants it, as for a batch."""
+    if confirm_token is not None:
+        return NoQuestion(reason="token")  # approved already; the body redeems the token
     hub = ctx.request_context.lifespan_context
     if hub.services is None or hub.services.evals is None or hub.services.settings.effective_confirm == "never":
         return NoQuestion(reason="not_required" if hub.services is not None else "refused")
