@@ -13,7 +13,7 @@ import anyio
 import httpx
 from mcp import Client
 
-from uponai_mcp.config import Settings
+from uponai_mcp.config import TOOLSETS, Settings
 from uponai_mcp.errors import CODES, ERROR_META_KEY
 from uponai_mcp.sandbox import SandboxConfig, running_sandbox
 from uponai_mcp.sandbox.seed import ACCOUNT_SID, WORKSPACE_ID
@@ -104,7 +104,7 @@ def settings_for(url: str, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
         api_key="sk_sandbox", base_url=url, sandbox=False, dialect="uponai", workspace_id=WORKSPACE_ID,
         account_sid=ACCOUNT_SID, data_dir=data_dir, confirm="never", calling_window="off",
-        read_timeout_s=5.0, create_timeout_s=5.0,
+        read_timeout_s=5.0, create_timeout_s=5.0, toolsets=TOOLSETS,
     )
     values.update(overrides)
     return Settings(**values)

@@ -289,3 +289,22 @@ async def test_after_a_crash_an_attempt_still_waiting_for_its_slot_is_released(t
         rows = dict(conn.execute("SELECT attempt_id, state FROM attempts WHERE attempt_id LIKE 'att_%ing'"
                                  " OR attempt_id = 'att_sent'").fetchall())
     assert rows == {"att_waiting": "failed", "att_sent": "failed"}
+
+
+async def test_toolsets_keep_the_default_list_small_and_say_what_is_withheld(tmp_path: Path) -> None:
+    async with harness(tmp_path, toolsets=("calls", "batches", "outreach")) as h:
+        names = {t.name for t in (await h.client.list_tools()).tools}
+        assert "create_phone_call" in names and "create_batch_call" in names and "run_eval" not in names
+        result = await h.call("run_eval", suite={})
+        assert refusal_code(result) == "tool_not_enabled"
+        assert result.meta[ERROR_META_KEY]["details"]["toolset"] == "evals"
+        assert "UPONAI_TOOLSETS" in result.content[0].text
+
+
+def test_toolsets_setting_is_parsed_strictly() -> None:
+    from uponai_mcp.config import TOOLSETS, Settings
+
+    assert Settings.from_env({"UPONAI_TOOLSETS": "all"}).toolsets == TOOLSETS
+    assert Settings.from_env({"UPONAI_TOOLSETS": "calls, evals"}).toolsets == ("calls", "evals")
+    assert Settings.from_env({}).toolsets == ("calls", "batches", "outreach")
+    assert any("UPONAI_TOOLSETS" in e for e in Settings.from_env({"UPONAI_TOOLSETS": "calls,nope"}).errors)

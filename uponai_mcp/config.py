@@ -29,6 +29,9 @@ def default_data_dir() -> Path:
     return Path(base) / "uponai-mcp"
 
 
+TOOLSETS = ("calls", "batches", "outreach", "evals")
+
+
 class Settings(BaseModel):
     """Everything configurable. Build with `Settings.from_env()`; tests construct it directly."""
 
@@ -47,6 +50,9 @@ class Settings(BaseModel):
     imported_countries: tuple[str, ...] = ("US", "CA")  # allowlist for imported (custom) numbers
     platform_countries: tuple[str, ...] = PLATFORM_COUNTRIES
     read_only: bool = False
+    # Which groups of tools (TOOLSETS; tools/__init__.py maps modules to them) tools/list shows; evaluations are
+    # opt-in so the default list stays small for the model (bench/tool_schemas.py).
+    toolsets: tuple[str, ...] = ("calls", "batches", "outreach")
     max_attempts_per_destination_24h: int = 3
     max_calls_per_hour: int = 60
     max_calls_per_day: int = 500
@@ -121,6 +127,15 @@ class Settings(BaseModel):
                 return False
             raise ValueError("use 1/0, true/false, yes/no or on/off")
 
+        def toolset_names(raw: str) -> tuple[str, ...]:
+            names = tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+            if names == ("all",):
+                return TOOLSETS
+            unknown = [n for n in names if n not in TOOLSETS]
+            if unknown or not names:
+                raise ValueError(f"use all or a comma-separated list of {', '.join(TOOLSETS)}")
+            return names
+
         def choice(options: tuple[str, ...]):
             def conv(raw: str) -> str:
                 if raw.lower() not in options:
@@ -166,6 +181,7 @@ class Settings(BaseModel):
         parse("UPONAI_ALLOWED_COUNTRIES", "allowed_countries", countries)
         parse("UPONAI_IMPORTED_COUNTRIES", "imported_countries", countries)
         parse("UPONAI_READ_ONLY", "read_only", flag)
+        parse("UPONAI_TOOLSETS", "toolsets", toolset_names)
         parse("UPONAI_MAX_ATTEMPTS_PER_DESTINATION", "max_attempts_per_destination_24h", positive(int))
         parse("UPONAI_MAX_CALLS_PER_HOUR", "max_calls_per_hour", positive(int))
         parse("UPONAI_MAX_CALLS_PER_DAY", "max_calls_per_day", positive(int))

@@ -20,7 +20,7 @@ CODES = frozenset({
     "invalid_argument", "idempotency_conflict", "confirmation_invalid", "configuration_error", "declined",
     # the server itself: a mutating tool on a read-only server, a tool that does not exist, storage down,
     # and a fault of ours (logged; the caller gets no internals)
-    "read_only", "unknown_tool", "store_unavailable", "internal_error",
+    "read_only", "tool_not_enabled", "unknown_tool", "store_unavailable", "internal_error",
 })
 
 ERROR_META_KEY = "io.uponai/error"

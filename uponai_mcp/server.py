@@ -79,7 +79,7 @@ def create_server(
     prompts.register(mcp)
     resources.register(mcp, legacy, lambda: live.get("hub"))
     # On the streamable HTTP app the platform can POST webhooks to /webhooks/uponai (signature-verified).
-    mcp.seal(read_only=settings.read_only)  # after every tool is registered: the strict contract for all
+    mcp.seal(read_only=settings.read_only, toolsets=settings.toolsets, toolset_of=tools.toolset_of)  # after every tool is registered: the strict contract for all
     webhook = receiver.endpoint(webhook_target, ready=services_ready)
     mcp.custom_route(receiver.WEBHOOK_PATH, methods=["POST"])(webhook)
     return mcp

@@ -19,7 +19,7 @@ from uponai_mcp.batches.csv_tasks import MAX_CSV_BYTES, MAX_TASKS
 from uponai_mcp.batches.views import BatchCreated, BatchList, BatchView
 from uponai_mcp.batches.window import CallTimeWindow
 from uponai_mcp.errors import Refused
-from uponai_mcp.models import AgentOverride, CallRequest
+from uponai_mcp.models import AgentOverride
 from uponai_mcp.outreach.service import RetryPolicy
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
@@ -32,22 +32,19 @@ CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 TASK_STATES = Literal["pending", "dialing", "placed", "refused", "cancelled", "failed", "unknown"]
 
 
-def _doc(name: str) -> Any:
-    return CallRequest.model_fields[name].description
-
-
 class BatchTaskSpec(BaseModel):
-    """One call: the call parameters except from_number."""
+    """One call: the parameters of create_phone_call except from_number (described there, not repeated here:
+    the tool list is read by the model on every turn)."""
 
     model_config = ConfigDict(extra="forbid")
-    to_number: str = Field(min_length=1, max_length=64, description=_doc("to_number"))
-    retell_llm_dynamic_variables: dict[str, str] | None = Field(None, description=_doc("retell_llm_dynamic_variables"))
-    metadata: dict[str, Any] | None = Field(None, description=_doc("metadata"))
-    override_agent_id: str | None = Field(None, max_length=128, description=_doc("override_agent_id"))
-    override_agent_version: int | None = Field(None, ge=0, description=_doc("override_agent_version"))
-    agent_override: AgentOverride | None = Field(None, description=_doc("agent_override"))
-    custom_sip_headers: dict[str, str] | None = Field(None, description=_doc("custom_sip_headers"))
-    ignore_e164_validation: bool = Field(False, description=_doc("ignore_e164_validation"))
+    to_number: str = Field(min_length=1, max_length=64)
+    retell_llm_dynamic_variables: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+    override_agent_id: str | None = Field(None, max_length=128)
+    override_agent_version: int | None = Field(None, ge=0)
+    agent_override: AgentOverride | None = None
+    custom_sip_headers: dict[str, str] | None = None
+    ignore_e164_validation: bool = False
 
 
 FromNumber = Annotated[str, Field(min_length=1, max_length=64, description=(
@@ -55,17 +52,15 @@ FromNumber = Annotated[str, Field(min_length=1, max_length=64, description=(
 Tasks = Annotated[list[BatchTaskSpec] | None, Field(None, max_length=MAX_TASKS, description=(
     f"The calls, one task per callee (at most {MAX_TASKS:,}). Give this or tasks_csv."))]
 TasksCsv = Annotated[str | None, Field(None, max_length=MAX_CSV_BYTES, description=(
-    "The calls as CSV (the dashboard's batch file): phone_number column; optional override_agent_id, "
-    "override_agent_version, metadata (JSON), custom_sip_headers (JSON), ignore_e164_validation; other columns "
-    "are dynamic variables. Or tasks."))]
+    "The calls as the dashboard's batch CSV: a phone_number column, optional call-parameter columns, other "
+    "columns are dynamic variables. Or tasks."))]
 Name = Annotated[str | None, Field(None, max_length=200, description="A name for the batch.")]
 ScheduledAt = Annotated[str | None, Field(None, max_length=64, description=(
     "When to start, ISO 8601 with an offset (e.g. 2026-11-23T09:00:00-05:00); now when omitted."))]
 Window = Annotated[CallTimeWindow | None, Field(None, description=(
-    "Weekly windows when calls may be placed (Retell's call_time_window); the server's callee-local calling "
-    "window applies as well."))]
+    "Weekly calling windows (Retell's call_time_window)."))]
 WaitS = Annotated[float, Field(0, ge=0, le=600, description=(
-    "Wait up to this long for every task to be dialled (progress notifications); 0 = return now."))]
+    "Wait up to this long for every task to be dialled; 0 = return now."))]
 Pool = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None, Field(None, max_length=50, description=(
     "More caller IDs (a pool with from_number); each callee keeps one."))]
 Local = Annotated[bool, Field(False, description="Prefer a pool number in the callee's area code/region.")]
@@ -217,10 +212,9 @@ def _register_mutating(mcp: MCPServer) -> None:
         local_presence: Local = False,
         wait_s: WaitS = 0,
     ) -> Annotated[CallToolResult, BatchCreated]:
-        """Place many outbound calls, paced to the provider's CPS, in a weekly window. Every call rings a real
-        person and costs money: only when the user asked for this batch. Each task is checked like
-        create_phone_call (refused ones listed with their code); may answer confirmation_required with a token
-        for confirm_batch. Follow with get_batch or wait_for_batch."""
+        """Place many outbound calls, paced to the provider's CPS. Every call rings a real person and costs
+        money: only when the user asked for this batch. Each task is checked like create_phone_call; may answer
+        confirmation_required with a token for confirm_batch. Follow with get_batch or wait_for_batch."""
         batches = _batches(ctx)
         with refusals():
             plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,

@@ -169,7 +169,7 @@ def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 out[key] = {name: walk(sub) for name, sub in value.items()}
             elif key == "items" and isinstance(value, dict) and "description" in node:
                 # the array says what its items are; the item model's docstring would say it again
-                out[key] = walk({k: v for k, v in value.items() if k != "description"})
+                out[key] = {k: v for k, v in walk(value).items() if k != "description"}
             elif key == "description":
                 out[key] = one_line(value)
             else:
@@ -241,14 +241,25 @@ class ContractServer(MCPServer):
 
     services_ready: Callable[[], Awaitable[None]] | None = None
 
-    def seal(self, *, read_only: bool) -> None:
-        """Call once all tools are registered. Read-only: mutating tools leave tools/list, and calling one
-        answers `read_only` (not "unknown tool")."""
-        self.withheld: set[str] = set()
+    def seal(self, *, read_only: bool, toolsets: tuple[str, ...] | None = None,
+             toolset_of: Callable[[Tool], str] | None = None) -> None:
+        """Call once all tools are registered. Tools of a toolset not enabled, and in read-only mode the
+        mutating tools, leave tools/list; calling one answers `tool_not_enabled` or `read_only` (not "unknown
+        tool")."""
+        self.withheld: dict[str, Refused] = {}
         for tool in list(self._tool_manager.list_tools()):
             seal_tool(tool)
-            if read_only and not (tool.annotations and tool.annotations.read_only_hint):
-                self.withheld.add(tool.name)
+            toolset = toolset_of(tool) if toolset_of is not None else None
+            if toolsets is not None and toolset not in toolsets:
+                self.withheld[tool.name] = Refused(
+                    "tool_not_enabled", f"{tool.name} belongs to the {toolset} toolset, which this server does not "
+                    f"enable; an operator can add it to UPONAI_TOOLSETS (now {','.join(toolsets)}).",
+                    toolset=toolset)
+            elif read_only and not (tool.annotations and tool.annotations.read_only_hint):
+                self.withheld[tool.name] = Refused(
+                    "read_only", f"This server runs read-only, so {tool.name} is not available; an operator can "
+                    "start it without --read-only / UPONAI_READ_ONLY.")
+            if tool.name in self.withheld:
                 self.remove_tool(tool.name)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
@@ -267,8 +278,7 @@ class ContractServer(MCPServer):
         return await super().read_resource(uri, context)
 
     def _missing(self, name: str) -> Refused:
-        if name in getattr(self, "withheld", ()):
-            return Refused("read_only", f"This server runs read-only, so {name} is not available; an operator "
-                           "can start it without --read-only / UPONAI_READ_ONLY.")
+        if name in getattr(self, "withheld", {}):
+            return self.withheld[name]
         shown = name if len(name) <= 64 else name[:64] + "..."
         return Refused("unknown_tool", f"There is no tool named {shown!r}; tools/list shows the tools.")

@@ -13,10 +13,10 @@ from uponai_mcp.models import Agent, BindingUpdate, WeightedAgent
 from uponai_mcp.tools._common import IDEMPOTENT_WRITE, READ, refusals, services
 from uponai_mcp.views import NumberView
 
-AgentId = Annotated[str | None, Field(description="Agent id, e.g. agent_sales.", min_length=1, max_length=128)]
-AgentVersion = Annotated[int | None, Field(ge=0, description="Pin this agent version; latest when omitted.")]
+AgentId = Annotated[str | None, Field(min_length=1, max_length=128)]
+AgentVersion = Annotated[int | None, Field(ge=0, description="Pinned version; latest when omitted.")]
 AgentList = Annotated[list[WeightedAgent] | None, Field(
-    description="Weighted A/B split: [{agent_id, agent_version?, weight}], weights sum to 1.", max_length=20,
+    description="Weighted A/B split; weights sum to 1.", max_length=20,
 )]
 
 
