@@ -773,7 +773,7 @@ class SharedPacer(Pacer):
             raise
         now = self.clock.now()
         self._adopt(st, booking, now)
-        start = now + booking.start_in_s
+        start = self._local_start(booking, now)
         if not booking.booked:
             raise self._later(st, start, now, f"within the next {horizon_s:g} s")
         t = self._spacing(st.effective)
@@ -781,6 +781,17 @@ class SharedPacer(Pacer):
         slot._end = start + t
         st.tat = max(st.tat, slot._end)  # this process's view (batches look at it to stay near their slot)
         return slot
+
+    def _local_start(self, booking: Any, now: float) -> float:
+        """The booked start on this process's clock. The database said "start_in_s after my now". Anchoring
+        that at the reply would shift every slot by the reply's delay (the rest of the transaction, its
+        commit, the hop back to the event loop: milliseconds that vary), and two replicas' shifts differ,
+        squeezing the gap between their dispatches. The booking says when, on time.monotonic(), the database's
+        now was read (within half a loopback round trip): the slot is placed on that."""
+        read_at = getattr(booking, "read_at", None)
+        if read_at is None or not isinstance(self.clock, MonotonicClock):
+            return now + booking.start_in_s
+        return read_at + booking.start_in_s
 
     def _adopt(self, st: _Scope, booking: Any, now: float) -> None:
         if booking.paused_for_s > 0:

@@ -12,6 +12,7 @@ Kept beside the Store (like `EvalRuns`): `PacerState(store)` creates its table o
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ class Booking:
     pending_in_s: float | None
     concurrency_limit: int | None
     explicit: bool
+    read_at: float | None = None  # time.monotonic() when the database's now was read (the slot's anchor)
 
 
 class PacerState:
@@ -75,7 +77,9 @@ class PacerState:
 
         def op(conn: Any) -> Booking:
             conn.execute("SET LOCAL synchronous_commit = off")
+            before = time.monotonic()
             now = conn.execute(_NOW_US).fetchone()[0]
+            read_at = (before + time.monotonic()) / 2  # within half a loopback round trip of the read
             conn.execute("INSERT INTO pacer_scopes (scope, tat_us, paused_until_us, cps, updated_at_ms)"
                          " VALUES (?, 0, 0, ?, ?) ON CONFLICT (scope) DO NOTHING", (scope, default_cps, now_ms))
             row = conn.execute("SELECT * FROM pacer_scopes WHERE scope = ?", (scope,)).fetchone()
@@ -92,7 +96,7 @@ class PacerState:
                          (tat, paused, cps, pending, pending_at, now_ms, scope))
             return Booking(booked, (start - now) / 1e6, max(0, paused - now) / 1e6, cps, pending,
                            None if pending_at is None else (pending_at - now) / 1e6, row["concurrency_limit"],
-                           bool(row["explicit"]))
+                           bool(row["explicit"]), read_at)
 
         return await self.store._write(op, locks=(("pacer", scope),))
 
