@@ -199,3 +199,19 @@ async def test_a_starting_replica_leaves_the_others_attempts_alone(pg_url, tmp_p
     async with await Store.open(pg_url) as store:
         assert (await store.get_attempt("att_live")).state == "dialing"  # another replica's, in flight
         assert (await store.get_attempt("att_orphan")).state == "failed"  # its replica died long ago
+
+
+async def test_orphans_are_settled_periodically_and_a_failure_does_not_stop_it():
+    from uponai_mcp.services import settle_orphans
+
+    class Dialer:
+        calls = 0
+
+        async def reconcile_pending(self):
+            Dialer.calls += 1
+            if Dialer.calls == 1:
+                raise StoreUnavailable("PostgreSQL is unavailable: gone for a moment")
+
+    with anyio.move_on_after(0.5):
+        await settle_orphans(Dialer(), every_s=0.05)  # type: ignore[arg-type]
+    assert Dialer.calls >= 3

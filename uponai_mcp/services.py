@@ -170,6 +170,10 @@ async def build_services(
         await start_call_events(stack, services)
         warm_up_in_background()
         await dialer.reconcile_pending()
+        if store.dialect == "postgresql":  # a replica can die without restarting: settle its orphans now and then
+            orphans = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(orphans.cancel_scope.cancel)
+            orphans.start_soon(settle_orphans, dialer)
         # After reconcile_pending: the runner resumes unfinished batches from the settled ledger.
         services.batches = await stack.enter_async_context(
             BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
@@ -179,6 +183,17 @@ async def build_services(
         services.evals = await stack.enter_async_context(
             EvalService(settings, dialer, store, feed=feed, wall=wall, publish=feed.resource_changed).running())
         yield ServiceHub(services=services)
+
+
+async def settle_orphans(dialer: Dialer, every_s: float = 60.0) -> None:
+    """Several replicas: the open attempts of a replica that died are settled by the others (see
+    `Dialer.reconcile_pending`), so they stop counting against budgets without anyone restarting."""
+    while True:
+        await anyio.sleep(every_s)
+        try:
+            await dialer.reconcile_pending()
+        except Exception as exc:  # the next round tries again
+            log.warning("settling other replicas' orphaned attempts failed: %s", exc)
 
 
 _warm_up_started = False
