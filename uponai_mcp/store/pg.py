@@ -395,20 +395,23 @@ class PgBackend:
 
     # -- in worker threads
 
-    def _lock_sql(self, keys: list[int] | None) -> tuple[str, tuple[int, ...]]:
+    def _lock_sql(self, keys: list[int] | None) -> str:
+        """BEGIN and the advisory locks in one round trip (the keys are our own integers, written inline: a
+        statement without parameters goes by the simple protocol, which takes two statements at once)."""
         if keys is None:
-            return "SELECT pg_advisory_xact_lock(%s)", (self._global,)
-        parts = ["pg_advisory_xact_lock_shared(%s)"] + ["pg_advisory_xact_lock(%s)"] * len(keys)
-        return "SELECT " + ", ".join(parts), (self._global, *keys)
+            return f"BEGIN; SELECT pg_advisory_xact_lock({int(self._global)})"
+        parts = [f"pg_advisory_xact_lock_shared({int(self._global)})"]
+        parts += [f"pg_advisory_xact_lock({int(k)})" for k in keys]
+        return "BEGIN; SELECT " + ", ".join(parts)
 
     def _write_blocking(self, op: Callable[[PgConn], T], keys: list[int] | None) -> T:
-        lock_sql, lock_args = self._lock_sql(keys)
+        lock_sql = self._lock_sql(keys)
         fresh_tries = 1
         attempt = 0
         while True:
             attempt += 1
             try:
-                return self._write_once(op, lock_sql, lock_args)
+                return self._write_once(op, lock_sql)
             except _NotStarted as ns:
                 exc = ns.__cause__ or ns
                 if fresh_tries > 0 and not self._closed:
@@ -427,30 +430,26 @@ class PgBackend:
                     raise unavailable(exc) from exc
                 raise
 
-    def _write_once(self, op: Callable[[PgConn], T], lock_sql: str, lock_args: tuple[int, ...]) -> T:
+    def _write_once(self, op: Callable[[PgConn], T], lock_sql: str) -> T:
         import psycopg
 
         with self._writes.connection() as raw:
             try:
-                tx = raw.transaction()
-                tx.__enter__()
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise _NotStarted() from exc
-            try:
                 try:
-                    raw.execute(lock_sql, lock_args)
+                    raw.execute(lock_sql)  # BEGIN; SELECT pg_advisory_xact_lock...(...)
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     if raw.closed or raw.broken:
-                        raise _NotStarted() from exc
+                        raise _NotStarted() from exc  # nothing was sent that could commit
                     raise
                 result = op(PgConn(raw))
-            except BaseException as exc:
-                try:
-                    tx.__exit__(type(exc), exc, exc.__traceback__)
-                except Exception:  # noqa: BLE001 - the rollback of a broken connection fails too
-                    pass
+                raw.execute("COMMIT")
+            except BaseException:
+                if not raw.closed and not raw.broken and raw.info.transaction_status != 0:  # not IDLE
+                    try:
+                        raw.execute("ROLLBACK")
+                    except Exception:  # noqa: BLE001 - the rollback of a broken connection fails too
+                        pass
                 raise
-            tx.__exit__(None, None, None)  # COMMIT
             with self._stats_lock:
                 self.transactions += 1
             return result
