@@ -91,3 +91,11 @@ async def test_a_full_schedule_refuses_beyond_the_horizon_on_any_replica(replica
     with pytest.raises(RateLimitedLater) as info:
         await b.reserve("twilio", horizon_s=1.5)
     assert info.value.retry_after_s > 1.5
+
+
+async def test_a_replica_shows_a_cps_set_elsewhere_without_booking(replicas):
+    a, b, _ = replicas
+    a.set_cps("telnyx", 12)
+    await a.sync()
+    await b.refresh()
+    assert b.get_state("telnyx").effective_cps == 12 and b.get_state("telnyx").configured_cps == 12

@@ -705,6 +705,8 @@ class SharedSchedule(Protocol):
     async def configure(self, scope: str, *, cps: int, pending_cps: int | None, pending_in_s: float | None,
                         concurrency_limit: int | None, cut: bool, margin: float) -> None: ...
 
+    async def scopes(self) -> Mapping[str, Any]: ...
+
 
 class SharedPacer(Pacer):
     """The same pacer, booking its slots on a schedule shared by every replica.
@@ -792,6 +794,27 @@ class SharedPacer(Pacer):
         if read_at is None or not isinstance(self.clock, MonotonicClock):
             return now + booking.start_in_s
         return read_at + booking.start_in_s
+
+    async def refresh(self) -> None:
+        """Adopt every scope's configuration as the shared schedule has it (what `get_cps` shows here follows a
+        `set_cps` made on another replica, not only this replica's next booking)."""
+        scopes = await self.schedule.scopes()
+        now = self.clock.now()
+        for name, booking in scopes.items():
+            try:
+                st = self._scopes[_coerce_scope(name)]
+            except UnknownScope:
+                continue
+            self._adopt(st, booking, now)
+
+    async def follow(self, every_s: float = 1.0) -> None:
+        """Refresh forever (the services run it while they live); a failed read is tried again."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the store says why elsewhere; pacing itself books per call
+                pass
+            await self.clock.sleep(every_s)
 
     def _adopt(self, st: _Scope, booking: Any, now: float) -> None:
         if booking.paused_for_s > 0:

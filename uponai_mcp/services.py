@@ -174,6 +174,8 @@ async def build_services(
             orphans = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(orphans.cancel_scope.cancel)
             orphans.start_soon(settle_orphans, dialer)
+            if hasattr(pacer, "follow"):  # get_cps here shows a set_cps made on another replica
+                orphans.start_soon(pacer.follow)
         # After reconcile_pending: the runner resumes unfinished batches from the settled ledger.
         services.batches = await stack.enter_async_context(
             BatchService(settings, dialer, store, wall, publish=feed.resource_changed).running())
