@@ -884,3 +884,21 @@ async def test_leases_one_owner_until_expiry(store):
         for i in range(20):
             tg.start_soon(race, f"o{i}")
     assert len(won) == 1
+
+
+async def test_eval_runs_tables_live_beside_the_store(store):
+    from uponai_mcp.store.evals import EvalRuns
+
+    runs = EvalRuns(store)
+    run = await runs.create("r1", name="suite", suite={"cases": 2}, options={"repeats": 1}, total=2, now_ms=1)
+    assert (run.status, run.total, run.scored) == ("running", 2, 0)
+    await runs.save_result("r1", "a:0:0", call_id="c1", passed=True, result={"ok": 1}, now_ms=2)
+    await runs.save_result("r1", "b:0:0", call_id="c2", passed=False, result={"ok": 0}, now_ms=3)
+    await runs.save_result("r1", "b:0:0", call_id="c3", passed=True, result={"ok": 2}, now_ms=4)  # re-scored
+    await runs.set_status("r1", "completed", summary={"passed": 2}, now_ms=5)
+    got = await runs.get("r1")
+    assert (got.status, got.scored, got.passed, got.summary) == ("completed", 2, 2, {"passed": 2})
+    assert await runs.results("r1") == {"a:0:0": {"ok": 1}, "b:0:0": {"ok": 2}}
+    assert [r.run_id for r in await runs.list()] == ["r1"]
+    with pytest.raises(NotFound):
+        await runs.set_status("nope", "failed")
