@@ -19,7 +19,6 @@ processes with concurrent MCP clients spread over them. Printed:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

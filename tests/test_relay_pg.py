@@ -49,12 +49,16 @@ async def test_a_change_on_one_replica_wakes_waiters_and_subscribers_on_the_othe
         with anyio.fail_after(5):
             await waiting_b.wait()
             await waiting_c.wait()
-            while ResourceUpdated(uri=call_uri("call_1")) not in bus_b.events:
+            while True:
+                if ResourceUpdated(uri=call_uri("call_1")) in bus_b.events:
+                    break
                 await anyio.sleep(0.01)
         assert ResourcesListChanged() in bus_b.events  # a new call: the list changed too
         a.resource_changed("uponai://batches/b1")
         with anyio.fail_after(5):
-            while ResourceUpdated(uri="uponai://batches/b1") not in bus_c.events:
+            while True:
+                if ResourceUpdated(uri="uponai://batches/b1") in bus_c.events:
+                    break
                 await anyio.sleep(0.01)
         # nothing echoes back to the origin, and a replayed change is not relayed again
         await anyio.sleep(0.2)
