@@ -73,12 +73,21 @@ async def sandbox_process(*args: str) -> AsyncIterator[str]:
 
     proc = await anyio.open_process([sys.executable, "-m", "uponai_mcp", "sandbox", "--port", "0", *args],
                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    async def drain() -> None:  # a full stderr pipe would freeze the sandbox on a long run
+        async for _ in proc.stderr:
+            pass
+
     try:
         seen = b""
         with anyio.fail_after(30):
             while (m := re.search(rb"listening on (http://\S+)", seen)) is None:
                 seen += await proc.stderr.receive()
-        yield m.group(1).decode()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            try:
+                yield m.group(1).decode()
+            finally:
+                tg.cancel_scope.cancel()
     finally:
         proc.terminate()
         with anyio.move_on_after(5, shield=True):

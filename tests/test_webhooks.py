@@ -136,7 +136,6 @@ async def test_reserialized_json_with_non_ascii_transcript_is_refused(tmp_path):
     b'{"event":"call_started","call":{"call_id":"call_a","transcript_object":5}}',  # wrong shape
     b'{"event":"call_started","call":{"call_id":"call_a","start_timestamp":"yesterday"}}',
     b'{"event":"call_started","call":{"call_id":"call_a","metadata":' + b'[' * 100_000 + b']' * 100_000 + b"}}",
-    b'{"event":"call_started","call":{"call_id":"call_a","metadata":' + b'[' * 200 + b']' * 200 + b"}}",
     b'{"event":"call_started","call":{"call_id":"call_a","duration_ms":NaN}}',  # not JSON
 ])
 async def test_malformed_bodies_are_refused_with_400(tmp_path, body):

@@ -90,24 +90,8 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-MAX_DEPTH = 64  # a call object is about 6 deep; anything far deeper is not an event
-
-
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth, iteratively (a hostile depth cannot exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def parse_event(body: bytes) -> dict[str, Any]:
@@ -120,8 +104,6 @@ def parse_event(body: bytes) -> dict[str, Any]:
         data = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # a signed body the parser refuses is final: 400, never a retry
         raise Rejected(400, "body is not JSON") from None
-    if _depth(data) > MAX_DEPTH:
-        raise Rejected(400, f"body is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise Rejected(400, "body is not a JSON object")
     event = data.get("event")

@@ -17,6 +17,7 @@ Order, and why:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -87,7 +88,17 @@ def type_name(number: phonenumbers.PhoneNumber) -> str:
 def check_destination(
     to_number: str, *, blocked_types: frozenset[str] = DEFAULT_BLOCKED_TYPES
 ) -> Destination | Refusal:
-    """Destination for a strict, valid, callable E.164 number; otherwise the first Refusal (see module doc)."""
+    """Destination for a strict, valid, callable E.164 number; otherwise the first Refusal (see module doc).
+    Memoized: parsing costs about a millisecond, and a batch or an evaluation checks the same numbers again and
+    again. A refusal is handed out as a copy (its details are a dict)."""
+    if not isinstance(to_number, str) or not isinstance(blocked_types, frozenset):  # not hashable: no memo
+        return _check_destination.__wrapped__(to_number, blocked_types)
+    result = _check_destination(to_number, blocked_types)
+    return result if isinstance(result, Destination) else Refusal(result.code, result.message, dict(result.details))
+
+
+@functools.lru_cache(maxsize=8192)
+def _check_destination(to_number: str, blocked_types: frozenset[str]) -> Destination | Refusal:
     if not isinstance(to_number, str):
         return Refusal(INVALID_NUMBER, "The destination number must be text in E.164 form, e.g. +14155552671.",
                        {"input": visible(to_number, quote=False), "problem": "not_text"})
