@@ -163,6 +163,10 @@ async def build_services(
             log.warning("saved CPS setting not restored: %s", problem)
         directory = Directory(api)
         feed = await stack.enter_async_context((feed or Feed()).running())
+        if settings.database_url:  # several replicas: a change on any of them reaches every replica's subscribers
+            from uponai_mcp.events.relay import PgRelay
+
+            await stack.enter_async_context(PgRelay(settings.database_url, feed).running())
         ingest = Ingest(store, feed)
         dialer = Dialer(settings, api, store, pacer, directory, wall=wall, on_call=ingest.call_placed)
         services = Services(settings, api, store, pacer, directory, dialer, sandbox_url, wall, feed=feed,
