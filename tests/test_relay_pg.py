@@ -109,3 +109,20 @@ async def test_one_replica_polls_a_call(pg_url, tmp_path):
     finally:
         for st in stores:
             await st.close()
+
+
+async def test_the_services_wire_every_shared_part_on_postgresql(pg_url, sandbox, tmp_path):
+    """With UPONAI_DATABASE_URL the services build the shared pacer and the relay (a guard against losing the
+    wiring in an unrelated edit); without it, neither."""
+    from tests.server_harness import settings_for
+    from uponai_mcp.pacing import SharedPacer
+    from uponai_mcp.services import build_services
+
+    async with build_services(settings_for(sandbox.url, tmp_path / "pg", database_url=pg_url)) as hub:
+        svc = hub.require()
+        assert svc.store.dialect == "postgresql" and isinstance(svc.pacer, SharedPacer)
+        assert svc.feed.relay is not None
+    async with build_services(settings_for(sandbox.url, tmp_path / "sqlite")) as hub:
+        svc = hub.require()
+        assert svc.store.dialect == "sqlite" and not isinstance(svc.pacer, SharedPacer)
+        assert svc.feed.relay is None
