@@ -50,29 +50,50 @@ class ServiceHub:
         await self._ready.wait()
 
 
+RETRY_FIRST_S = 1.0  # after the storage failed at start: the first retry, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
+
+
 @asynccontextmanager
 async def running_hub(build: Callable[[], AbstractAsyncContextManager[ServiceHub]], *,
                       grace_s: float = GRACE_S) -> AsyncIterator[ServiceHub]:
+    """Yields the hub at once and builds its services in a task. When the storage is unavailable (PostgreSQL
+    down), requests are answered `store_unavailable` and the build is tried again on the next request after a
+    backoff, so the server recovers without a restart; any other failure is kept."""
     hub = ServiceHub()
     stop = anyio.Event()
 
     async def run() -> None:
+        from uponai_mcp.store.errors import StoreUnavailable
+
         with anyio.move_on_after(grace_s):
             await hub._wanted.wait()
-        try:
-            async with build() as built:
-                hub.services, hub.config_error = built.services, built.config_error
+        backoff = RETRY_FIRST_S
+        while not stop.is_set():
+            try:
+                async with build() as built:
+                    hub.services, hub.config_error, hub.failure = built.services, built.config_error, None
+                    hub._ready.set()
+                    await stop.wait()
+                    return
+            except Exception as exc:  # kept and answered as a refusal: the server still lists its tools
+                log.error("uponai-mcp services could not start: %s", exc, exc_info=not isinstance(exc, StoreUnavailable))
+                if isinstance(exc, StoreUnavailable):
+                    hub.failure = Refused("store_unavailable", f"The server's database is unavailable ({exc}); "
+                                          "nothing was done. It is tried again shortly: retry in a few seconds.")
+                else:
+                    hub.failure = Refused("configuration_error", f"The server could not start its services ({exc}); "
+                                          "nothing can be done until an operator fixes that and restarts it.")
                 hub._ready.set()
+                if not isinstance(exc, StoreUnavailable):
+                    return
+            with anyio.move_on_after(backoff):
                 await stop.wait()
-        except Exception as exc:  # kept and answered as a refusal: the server still lists its tools
-            from uponai_mcp.store.errors import StoreUnavailable
-
-            log.error("uponai-mcp services could not start: %s", exc, exc_info=True)
-            code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "configuration_error"
-            hub.failure = Refused(code, f"The server could not start its services ({exc}); nothing can be done "
-                                  "until an operator fixes that and restarts it.")
-        finally:
-            hub._ready.set()
+            backoff = min(backoff * 2, RETRY_MAX_S)
+            # From here the next request waits for the retry it triggers (shutdown also wakes this).
+            hub._ready, hub._wanted = anyio.Event(), anyio.Event()
+            await hub._wanted.wait()
+        hub._ready.set()  # shut down while waiting: nobody may hang on a build that will not come
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
@@ -80,4 +101,4 @@ async def running_hub(build: Callable[[], AbstractAsyncContextManager[ServiceHub
             yield hub
         finally:
             stop.set()
-            hub._wanted.set()  # a build still waiting for its grace ends now (and closes at once)
+            hub._wanted.set()  # a build still waiting (grace, or a retry) ends now
