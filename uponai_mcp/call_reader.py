@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from uponai_mcp.api import UponAIClient
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.callstate import merge_snapshot
 from uponai_mcp.errors import Refused
@@ -22,6 +21,9 @@ from uponai_mcp.events.feed import Feed
 from uponai_mcp.events.ingest import Ingest
 from uponai_mcp.models import Call, CallFilter, CallPage
 from uponai_mcp.store import AuditEntry, CallRecord, Store, StoredEvent
+
+if TYPE_CHECKING:
+    from uponai_mcp.api import UponAIClient
 
 RECHECK_S = 2.0  # store re-read when no change was announced
 PROGRESS_EVERY_S = 5.0

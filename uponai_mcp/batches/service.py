@@ -158,7 +158,7 @@ class BatchService:
             return cached.plan
         specs = planning.task_specs(tasks, tasks_csv)
         if retry_policy is not None:  # every task's request carries it (outreach schedules the retries)
-            from uponai_mcp.outreach.service import with_retry
+            from uponai_mcp.outreach.retry import with_retry
 
             specs = [(src, {**f, "metadata": with_retry(f.get("metadata"), retry_policy)}) for src, f in specs]
         when = planning.parse_schedule(scheduled_at, self.wall())

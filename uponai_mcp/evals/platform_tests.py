@@ -4,15 +4,17 @@ a version), so each use case first resolves the agent, then drives test case def
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, Field
 
-from uponai_mcp.api import UponAIClient
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.api.testing import MetricResult, TestBatch, TestCase, TestCaseInput, TestRun
 from uponai_mcp.errors import Refused
+
+if TYPE_CHECKING:
+    from uponai_mcp.api import UponAIClient
 
 POLL_S = 1.0
 Report = Callable[[float, float, str], Awaitable[None]]

@@ -18,10 +18,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
 
 from uponai_mcp import guardrails, params
 from uponai_mcp.config import Settings
@@ -33,6 +32,7 @@ from uponai_mcp.models import CallRequest
 from uponai_mcp.store import Store
 from uponai_mcp.store.outreach import Cancelled, ScheduledCall
 
+from .retry import policy_of
 from .views import (
     DNC_URI,
     SCHEDULED_URI,
@@ -53,33 +53,6 @@ DIAL_CONCURRENCY = 4  # scheduled calls dialled at once (each still waits for it
 MAX_SCHEDULE_AHEAD = timedelta(days=90)
 MAX_IMPORT_ROWS = 100_000
 HOURLY_HOLD = timedelta(minutes=1)
-Outcome = Literal["busy", "no_answer", "voicemail", "failed"]
-
-
-class RetryPolicy(BaseModel):
-    """When a call that did not reach the person is dialled again."""
-
-    model_config = ConfigDict(extra="forbid")
-    on: list[Outcome] = Field(min_length=1)
-    max_attempts: int = Field(3, ge=2, le=10, description="Calls in all, the first included.")
-    delay_minutes: float = Field(60, ge=0, le=10_080)
-
-
-RETRY_KEY = "uponai_retry"  # the request's metadata carries its retry policy (so every attempt knows it)
-
-
-def with_retry(metadata: dict[str, Any] | None, policy: RetryPolicy | None) -> dict[str, Any] | None:
-    if policy is None:
-        return metadata
-    return {**(metadata or {}), RETRY_KEY: policy.model_dump(mode="json")}
-
-
-def policy_of(request_json: str) -> RetryPolicy | None:
-    try:
-        raw = (json.loads(request_json).get("metadata") or {}).get(RETRY_KEY)
-        return None if raw is None else RetryPolicy.model_validate(raw)
-    except (ValueError, AttributeError):
-        return None
 
 
 def outcome_of(call: dict[str, Any]) -> str:

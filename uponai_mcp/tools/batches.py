@@ -20,7 +20,7 @@ from uponai_mcp.batches.views import BatchCreated, BatchList, BatchView
 from uponai_mcp.batches.window import CallTimeWindow
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import AgentOverride
-from uponai_mcp.outreach.service import RetryPolicy
+from uponai_mcp.outreach.retry import RetryPolicy
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
 from uponai_mcp.tools.contract import result_text

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import MAX_EPOCH_MS, AgentOverride, CallFilter, CallRequest
-from uponai_mcp.outreach.service import RetryPolicy, with_retry
+from uponai_mcp.outreach.retry import RetryPolicy, with_retry
 from uponai_mcp.outreach.views import ScheduledView
 from uponai_mcp.tools._common import DIAL, READ, services
 from uponai_mcp.tools.contract import invalid_argument, result_text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
@@ -15,11 +15,13 @@ from pydantic import BaseModel, Field
 from uponai_mcp.api import errors as api_errors
 from uponai_mcp.errors import CODES, Refused
 from uponai_mcp.evals import plan
-from uponai_mcp.evals.service import EvalService
 from uponai_mcp.evals.suite import SuiteInvalid, from_data
 from uponai_mcp.evals.views import EvalRunList, EvalRunView, EvalStarted, ResultFilter
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
+
+if TYPE_CHECKING:
+    from uponai_mcp.evals.service import EvalService
 
 SuiteArg = Annotated[dict[str, Any], Field(description=(
     "{name, from_number, repeat?, variants?: [{agent_id, version?}], cases: [{name, to_number, dynamic_variables?, "

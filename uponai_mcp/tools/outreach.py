@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -14,11 +14,22 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from uponai_mcp.errors import Refused
-from uponai_mcp.outreach import DNC_URI, SCHEDULED_URI, SPEND_URI, OutreachService
-from uponai_mcp.outreach.views import DncChange, DncList, ScheduledList, ScheduledView, SpendView
-from uponai_mcp.services import Services
+from uponai_mcp.outreach.views import (
+    DNC_URI,
+    SCHEDULED_URI,
+    SPEND_URI,
+    DncChange,
+    DncList,
+    ScheduledList,
+    ScheduledView,
+    SpendView,
+)
 from uponai_mcp.store import StoreUnavailable
 from uponai_mcp.tools._common import LOCAL_READ, services
+
+if TYPE_CHECKING:
+    from uponai_mcp.outreach.service import OutreachService
+    from uponai_mcp.services import Services
 
 LOCAL_WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                               open_world_hint=False)
