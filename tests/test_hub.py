@@ -56,3 +56,18 @@ async def test_a_configuration_failure_is_kept(monkeypatch) -> None:
         with pytest.raises(Refused) as refused:
             hub.require()
         assert refused.value.code == "configuration_error"
+
+
+async def test_shutting_down_during_the_retry_backoff_does_not_hang(monkeypatch) -> None:
+    monkeypatch.setattr(hub_module, "RETRY_FIRST_S", 0.2)
+
+    @asynccontextmanager
+    async def build() -> AsyncIterator[ServiceHub]:
+        raise StoreUnavailable("connection refused")
+        yield ServiceHub()  # pragma: no cover
+
+    for linger in (0.0, 0.1, 0.3):  # inside the backoff, and after it (waiting for the next request)
+        with anyio.fail_after(5):
+            async with running_hub(build, grace_s=0) as hub:
+                await hub.ready()
+                await anyio.sleep(linger)

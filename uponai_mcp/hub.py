@@ -92,6 +92,8 @@ async def running_hub(build: Callable[[], AbstractAsyncContextManager[ServiceHub
             backoff = min(backoff * 2, RETRY_MAX_S)
             # From here the next request waits for the retry it triggers (shutdown also wakes this).
             hub._ready, hub._wanted = anyio.Event(), anyio.Event()
+            if stop.is_set():  # checked after the new event exists: shutdown sets whichever is current
+                break
             await hub._wanted.wait()
         hub._ready.set()  # shut down while waiting: nobody may hang on a build that will not come
 
