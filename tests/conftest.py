@@ -54,14 +54,9 @@ def pg_server():
     """One PostgreSQL server for the whole session; tests needing it are skipped (with the reason) only when
     it genuinely cannot start here. Its files live in a directory of its own under the system temp dir, not
     under pytest's (pytest keeps `pytest-of-<user>` closed to other users, and the server runs as one)."""
-    from tests.pg_harness import EmbeddedPostgres, PostgresUnavailable
+    from tests.pg_harness import started_or_skip
 
-    try:
-        server = EmbeddedPostgres.start(fsync=False)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL cannot run here: {exc}")
-    yield server
-    server.stop()
+    yield from started_or_skip()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import stat
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,3 +186,16 @@ class EmbeddedPostgres:
     def resume(self) -> None:
         """Start it again after `kill` (same port, same data)."""
         self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-l", str(self.log), "-o", self._opts, "start", timeout=65)
+
+
+def started_or_skip() -> Iterator[EmbeddedPostgres]:
+    """A running server for a fixture; the test is skipped (with the reason) only when PostgreSQL genuinely
+    cannot run here."""
+    import pytest
+
+    try:
+        server = EmbeddedPostgres.start(fsync=False)
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL cannot run here: {exc}")
+    yield server
+    server.stop()

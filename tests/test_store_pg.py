@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.pg_harness import EmbeddedPostgres, PostgresUnavailable
+from tests.pg_harness import started_or_skip
 from tests.server_harness import TELNYX, harness, refusal_code
 from uponai_mcp.store import SCHEMA_VERSION, ReservationRefused, Store, StoreUnavailable
 
@@ -136,12 +136,7 @@ async def test_unreachable_at_start_lists_tools_and_answers_store_unavailable(tm
 @pytest.fixture
 def own_pg():
     """A server of its own: this test stops and restarts it."""
-    try:
-        server = EmbeddedPostgres.start(fsync=False)
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL cannot run here: {exc}")
-    yield server
-    server.stop()
+    yield from started_or_skip()
 
 
 async def test_lost_mid_run_fails_closed_then_resumes(own_pg, tmp_path: Path):

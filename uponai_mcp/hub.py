@@ -29,19 +29,16 @@ GRACE_S = 0.5  # the host's handshake (initialize, tools/list) comes first; a to
 
 @dataclass
 class ServiceHub:
-    """The services, or why they could not be built."""
+    """The services, or why they could not be built (`failure`)."""
 
     services: Services | None = None
-    config_error: str | None = None
     failure: Refused | None = None
     _ready: anyio.Event = field(default_factory=anyio.Event, repr=False)
     _wanted: anyio.Event = field(default_factory=anyio.Event, repr=False)
 
     def require(self) -> Services:
         if self.services is None:
-            if self.failure is not None:
-                raise self.failure
-            raise Refused("configuration_error", self.config_error or "The server is not configured.")
+            raise self.failure or Refused("configuration_error", "The server is not configured.")
         return self.services
 
     async def ready(self) -> None:
@@ -72,7 +69,7 @@ async def running_hub(build: Callable[[], AbstractAsyncContextManager[ServiceHub
         while not stop.is_set():
             try:
                 async with build() as built:
-                    hub.services, hub.config_error, hub.failure = built.services, built.config_error, None
+                    hub.services, hub.failure = built.services, built.failure
                     hub._ready.set()
                     await stop.wait()
                     return

@@ -1,6 +1,6 @@
 """Builds the long-lived services once per server (in the lifespan) and tears them down.
 
-A bad setting does not stop the server: it is kept as `config_error` and every tool that needs a
+A bad setting does not stop the server: it is kept as the hub's `failure` and every tool that needs a
 service reports it, so `tools/list` always works.
 """
 
@@ -121,7 +121,7 @@ async def build_services(
     if problems:
         message = "; ".join(problems) + "."
         log.error("uponai-mcp is not configured: %s", message)
-        yield ServiceHub(config_error=message)
+        yield ServiceHub(failure=Refused("configuration_error", message))
         return
     async with AsyncExitStack() as stack:
         sandbox_url = None

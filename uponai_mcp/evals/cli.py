@@ -135,7 +135,7 @@ async def _run(stack: AsyncExitStack, settings: Any, stage: Any, args: argparse.
 
     hub = await stack.enter_async_context(build_services(settings))
     if hub.services is None:
-        _err(f"uponai-mcp eval: not configured: {hub.config_error}")
+        _err(f"uponai-mcp eval: not configured: {hub.failure.message if hub.failure else 'unknown'}")
         return EXIT_INVALID
     svc = hub.services
     if stage is not None and svc.webhook_url:

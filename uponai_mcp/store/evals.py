@@ -1,7 +1,7 @@
 """Evaluation runs and their per-item results (uponai-mcp eval, run_eval).
 
-Kept beside the Store rather than in it: `EvalRuns(store)` uses the store's writer and readers, and creates its
-two tables on first use (CREATE ... IF NOT EXISTS), so the core schema's migrations stay untouched.
+Kept beside the Store rather than in it: `EvalRuns(store)` uses the store's writer and readers; its tables come
+with the schema (migration v5).
 An item is one case x repeat x variant; its key is `<case>:<repeat>:<variant>` (indexes).
 """
 
@@ -12,37 +12,12 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from .base import dumps, now_or
 from .errors import NotFound
 from .store import Store
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")
 
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS eval_runs (
-        run_id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('running','completed','interrupted','failed')),
-        suite_json TEXT NOT NULL,
-        options_json TEXT NOT NULL,
-        total INTEGER NOT NULL,
-        summary_json TEXT,
-        created_at_ms INTEGER NOT NULL,
-        updated_at_ms INTEGER NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS eval_runs_by_created ON eval_runs (created_at_ms)",
-    """CREATE TABLE IF NOT EXISTS eval_results (
-        run_id TEXT NOT NULL REFERENCES eval_runs (run_id) ON DELETE CASCADE,
-        item_key TEXT NOT NULL,
-        call_id TEXT,
-        passed INTEGER,
-        result_json TEXT NOT NULL,
-        updated_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (run_id, item_key)
-    )""",
-]
 
 
 @dataclass(frozen=True)
@@ -75,24 +50,10 @@ _RUN_SQL = ("SELECT r.*, (SELECT COUNT(*) FROM eval_results e WHERE e.run_id = r
 class EvalRuns:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._ready = False
-        self._lock = anyio.Lock()
 
-    async def _ensure(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                def op(conn: sqlite3.Connection) -> None:
-                    for sql in _DDL:
-                        conn.execute(sql)
-
-                await self.store._write(op, solo=True)
-                self._ready = True
 
     async def create(self, run_id: str, *, name: str, suite: dict[str, Any], options: dict[str, Any], total: int,
                      now_ms: int | None = None) -> EvalRunRow:
-        await self._ensure()
         now = now_or(now_ms)
 
         def op(conn: sqlite3.Connection) -> None:
@@ -106,7 +67,6 @@ class EvalRuns:
         return row
 
     async def get(self, run_id: str) -> EvalRunRow | None:
-        await self._ensure()
 
         def fn(conn: sqlite3.Connection) -> EvalRunRow | None:
             row = conn.execute(_RUN_SQL + " WHERE r.run_id = ?", (run_id,)).fetchone()
@@ -115,7 +75,6 @@ class EvalRuns:
         return await self.store._read(fn)
 
     async def list(self, limit: int = 20) -> list[EvalRunRow]:
-        await self._ensure()
         sql = _RUN_SQL + " ORDER BY r.created_at_ms DESC, r.run_id LIMIT ?"
         return await self.store._read(lambda c: [EvalRunRow.from_row(r) for r in c.execute(sql, (limit,))])
 
@@ -123,7 +82,6 @@ class EvalRuns:
                          now_ms: int | None = None) -> None:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown eval run status {status!r}")
-        await self._ensure()
         now = now_or(now_ms)
         summary_json = None if summary is None else dumps(summary)
 
@@ -138,7 +96,6 @@ class EvalRuns:
     async def save_result(self, run_id: str, item_key: str, *, call_id: str | None, passed: bool,
                           result: dict[str, Any], now_ms: int | None = None) -> None:
         """Record an item's scored result (last write wins: a resumed run re-scores the same call)."""
-        await self._ensure()
         now = now_or(now_ms)
         body = dumps(result)
 
@@ -163,7 +120,6 @@ class EvalRuns:
         return await self.store._read(fn)
 
     async def results(self, run_id: str) -> dict[str, dict[str, Any]]:
-        await self._ensure()
         sql = "SELECT item_key, result_json FROM eval_results WHERE run_id = ?"
         return await self.store._read(
             lambda c: {r["item_key"]: json.loads(r["result_json"]) for r in c.execute(sql, (run_id,))})

@@ -7,7 +7,7 @@ microseconds on the database's clock (`clock_timestamp()`), never a replica's: c
 does not change the spacing. The booking commits with `synchronous_commit = off` (losing the last few ms of a
 schedule in a server crash costs nothing: the platform's own window is a second).
 
-Kept beside the Store (like `EvalRuns`): `PacerState(store)` creates its table on first use.
+Kept beside the Store (like `EvalRuns`); the table comes with the schema (migration v5).
 """
 
 from __future__ import annotations
@@ -16,23 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-
 from .base import now_or
 from .errors import StoreError
 from .store import Store
 
-_DDL = """CREATE TABLE IF NOT EXISTS pacer_scopes (
-    scope TEXT PRIMARY KEY,
-    tat_us BIGINT NOT NULL,
-    paused_until_us BIGINT NOT NULL,
-    cps BIGINT NOT NULL,
-    pending_cps BIGINT,
-    pending_at_us BIGINT,
-    concurrency_limit BIGINT,
-    explicit BIGINT NOT NULL DEFAULT 0,
-    updated_at_ms BIGINT NOT NULL
-)"""
 _NOW_US = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 
 
@@ -56,23 +43,13 @@ class PacerState:
         if store.dialect != "postgresql":
             raise StoreError("the shared pacer state lives in PostgreSQL")
         self.store = store
-        self._ready = False
-        self._lock = anyio.Lock()
 
-    async def _ensure(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                await self.store._write(lambda c: c.execute(_DDL))  # alone (store-wide lock): once, in turn
-                self._ready = True
 
     async def book(self, scope: str, *, default_cps: int, margin: float, horizon_s: float,
                    pause_s: float = 0.0, now_ms: int | None = None) -> Booking:
         """Book the scope's next slot (start = max(tat, now, pause end); tat += spacing) unless it starts more
         than `horizon_s` from now. `pause_s` > 0 first extends the scope's pause (a 429 seen here).
         `default_cps` seeds the row of a scope never configured anywhere."""
-        await self._ensure()
         now_ms = now_or(now_ms)
 
         def op(conn: Any) -> Booking:
@@ -105,7 +82,6 @@ class PacerState:
                         now_ms: int | None = None) -> None:
         """Publish a scope's configured CPS (set_cps on any replica applies on all). A cut also re-spaces the
         schedule from now at the new rate (slots booked at the old rate stay booked)."""
-        await self._ensure()
         now_ms = now_or(now_ms)
 
         def op(conn: Any) -> None:
@@ -125,7 +101,6 @@ class PacerState:
 
     async def scopes(self) -> dict[str, Booking]:
         """Every configured scope as it stands (read only: nothing is booked)."""
-        await self._ensure()
 
         def fn(conn: Any) -> dict[str, Booking]:
             now = conn.execute(_NOW_US).fetchone()[0]

@@ -168,7 +168,50 @@ _V4 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# v5: evaluation runs and their scored results; leases (which replica owns a batch or polls a call); the shared
+# pacer's state per scope (used on PostgreSQL only). IF NOT EXISTS: databases from before v5 may have created
+# these tables on first use.
+_V5 = [
+    """CREATE TABLE IF NOT EXISTS eval_runs (
+        run_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running','completed','interrupted','failed')),
+        suite_json TEXT NOT NULL,
+        options_json TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        summary_json TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS eval_runs_by_created ON eval_runs (created_at_ms)",
+    """CREATE TABLE IF NOT EXISTS eval_results (
+        run_id TEXT NOT NULL REFERENCES eval_runs (run_id) ON DELETE CASCADE,
+        item_key TEXT NOT NULL,
+        call_id TEXT,
+        passed INTEGER,
+        result_json TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (run_id, item_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS pacer_scopes (
+        scope TEXT PRIMARY KEY,
+        tat_us BIGINT NOT NULL,
+        paused_until_us BIGINT NOT NULL,
+        cps BIGINT NOT NULL,
+        pending_cps BIGINT,
+        pending_at_us BIGINT,
+        concurrency_limit BIGINT,
+        explicit BIGINT NOT NULL DEFAULT 0,
+        updated_at_ms BIGINT NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

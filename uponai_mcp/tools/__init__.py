@@ -1,4 +1,5 @@
-"""Thin MCP adapters, one module per concern: parse -> call a service -> map refusals to ToolError."""
+"""Thin MCP adapters, one module per concern: parse -> call a service -> return its model. Refusals are coded
+by `ContractServer` (contract.py), whatever raised them."""
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.tools.base import Tool

@@ -1,21 +1,14 @@
-"""What every tool module shares: reaching the services, annotations, and `refusals()`.
-
-`refusals()` is optional: `ContractServer` turns whatever a tool raises into a coded error result."""
+"""What every tool module shares: reaching the services, the annotations, and the answer of a confirmation
+resolver that asks nothing. Refusals need no wrapping: `ContractServer` turns whatever a tool raises into a
+coded error result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import ValidationError
-
-from uponai_mcp.api import errors as api_errors
-from uponai_mcp.errors import Refused, from_api_error
-from uponai_mcp.tools.contract import invalid_argument
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from uponai_mcp.services import Services
@@ -29,18 +22,11 @@ DIAL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_h
 
 
 def services(ctx: Context) -> Services:
-    with refusals():
-        return ctx.request_context.lifespan_context.require()
+    return ctx.request_context.lifespan_context.require()
 
 
-@contextmanager
-def refusals() -> Iterator[None]:
-    """Every refusal reaches the model as `<code>: <sentence>`."""
-    try:
-        yield
-    except Refused as refusal:
-        raise ToolError(str(refusal)) from refusal
-    except api_errors.ApiError as exc:
-        raise ToolError(str(from_api_error(exc))) from exc
-    except ValidationError as exc:
-        raise ToolError(str(invalid_argument(exc))) from invalid_argument(exc)
+class NoQuestion(BaseModel):
+    """A confirmation resolver's answer when it asks the person nothing, and why (not_required, token, replay,
+    unsupported, refused)."""
+
+    reason: str

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from uponai_mcp.errors import Refused
 from uponai_mcp.evals.platform_tests import AgentTestRun, AgentTests, TestCaseList
-from uponai_mcp.tools._common import READ, refusals, services
+from uponai_mcp.tools._common import READ, services
 
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 AgentId = Annotated[str, Field(min_length=1, max_length=128, description="The agent, e.g. agent_sales.")]
@@ -39,8 +39,7 @@ def register(mcp: MCPServer) -> None:
     @mcp.tool(title="List an agent's test cases", annotations=READ)
     async def list_test_cases(ctx: Context, agent_id: AgentId, version: Version = None) -> TestCaseList:
         """The platform's simulation test cases of an agent (no phone call)."""
-        with refusals():
-            return await _tests(ctx).list_cases(agent_id, version)
+        return await _tests(ctx).list_cases(agent_id, version)
 
     @mcp.tool(title="Create a test case", annotations=WRITE)
     async def create_test_case(
@@ -53,9 +52,8 @@ def register(mcp: MCPServer) -> None:
         dynamic_variables: Annotated[dict[str, str] | None, Field(description="Prompt variables.")] = None,
     ) -> TestCaseList:
         """Add a simulation test case (simulated user and metrics) to an agent on the platform."""
-        with refusals():
-            case = await _tests(ctx).create_case(agent_id, name=name, user_prompt=user_prompt, metrics=metrics,
-                                                 version=version, dynamic_variables=dynamic_variables)
+        case = await _tests(ctx).create_case(agent_id, name=name, user_prompt=user_prompt, metrics=metrics,
+                                             version=version, dynamic_variables=dynamic_variables)
         return TestCaseList(agent_id=agent_id, test_cases=[case])
 
     @mcp.tool(title="Run an agent's test cases", annotations=WRITE)
@@ -67,17 +65,15 @@ def register(mcp: MCPServer) -> None:
     ) -> AgentTestRun:
         """Run the platform's simulation tests against an agent version (no phone call); returns the test run."""
         tests = _tests(ctx)
-        with refusals():
-            batch = await tests.run(agent_id, version=version, test_case_ids=test_case_ids)
-            if wait_s > 0:
-                return await tests.wait(batch.test_case_batch_job_id, wait_s, _reporter(ctx))
-            return await tests.view(batch.test_case_batch_job_id)
+        batch = await tests.run(agent_id, version=version, test_case_ids=test_case_ids)
+        if wait_s > 0:
+            return await tests.wait(batch.test_case_batch_job_id, wait_s, _reporter(ctx))
+        return await tests.view(batch.test_case_batch_job_id)
 
     @mcp.tool(title="Get an agent test run", annotations=READ)
     async def get_agent_test_run(ctx: Context, batch_id: BatchId, wait_s: WaitS = 0) -> AgentTestRun:
         """A test run's status, each test case's result per metric, and the simulated transcripts."""
         tests = _tests(ctx)
-        with refusals():
-            if wait_s > 0:
-                return await tests.wait(batch_id, wait_s, _reporter(ctx))
-            return await tests.view(batch_id)
+        if wait_s > 0:
+            return await tests.wait(batch_id, wait_s, _reporter(ctx))
+        return await tests.view(batch_id)

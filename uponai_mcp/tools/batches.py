@@ -22,7 +22,7 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.models import AgentOverride
 from uponai_mcp.outreach.retry import RetryPolicy
 from uponai_mcp.store import StoreUnavailable
-from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
+from uponai_mcp.tools._common import DIAL, LOCAL_READ, NoQuestion, services
 from uponai_mcp.tools.contract import result_text
 
 if TYPE_CHECKING:
@@ -72,10 +72,6 @@ class ConfirmBatch(BaseModel):
     """The question put to the person when the client supports elicitation."""
 
     confirm: bool = Field(description="Start this batch of calls now?")
-
-
-class NoQuestion(BaseModel):
-    reason: str  # not_required | unsupported | refused
 
 
 class CancelledBatch(BaseModel):
@@ -154,8 +150,7 @@ def register(mcp: MCPServer) -> None:
         tasks_limit: Annotated[int, Field(ge=0, le=1000, description="Tasks to list.")] = 100,
     ) -> BatchView:
         """A batch's status and counts with a page of its tasks (state, refusal code, call id, final status)."""
-        with refusals():
-            return await _batches(ctx).view(batch_id, state=task_state, offset=tasks_offset, limit=tasks_limit)
+        return await _batches(ctx).view(batch_id, state=task_state, offset=tasks_offset, limit=tasks_limit)
 
     @mcp.tool(title="List batches", annotations=LOCAL_READ)
     async def list_batches(
@@ -165,8 +160,7 @@ def register(mcp: MCPServer) -> None:
         limit: Annotated[int, Field(ge=1, le=100, description="Batches to list, newest first.")] = 20,
     ) -> BatchList:
         """Batches, newest first, with their status and task counts."""
-        with refusals():
-            return BatchList(batches=await _batches(ctx).list(status=status, limit=limit))
+        return BatchList(batches=await _batches(ctx).list(status=status, limit=limit))
 
     @mcp.tool(title="Wait for a batch", annotations=LOCAL_READ)
     async def wait_for_batch(
@@ -176,8 +170,7 @@ def register(mcp: MCPServer) -> None:
             "dialled: every task was dialled or settled; ended: and every call has ended."))] = "dialled",
     ) -> WaitResult:
         """Wait while a batch runs, sending progress notifications (tasks settled / total) as it moves."""
-        with refusals():
-            view, finished = await _batches(ctx).wait(batch_id, timeout_s, until=until, report=_reporter(ctx))
+        view, finished = await _batches(ctx).wait(batch_id, timeout_s, until=until, report=_reporter(ctx))
         return WaitResult(batch=view, finished=finished)
 
     @mcp.resource("uponai://batches/{batch_id}", name="batch", title="Batch progress", mime_type="application/json",
@@ -216,37 +209,36 @@ def _register_mutating(mcp: MCPServer) -> None:
         money: only when the user asked for this batch. Each task is checked like create_phone_call; may answer
         confirmation_required with a token for confirm_batch. Follow with get_batch or wait_for_batch."""
         batches = _batches(ctx)
-        with refusals():
-            plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
-                                      name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
-                                      consume=True, retry_policy=retry_policy, from_numbers=from_numbers,
-                                      local_presence=local_presence)
-            if not plan.accepted:
-                return _result(batches.created_answer(plan, None, "not_created"))
-            if not isinstance(decision, AcceptedElicitation) or (
-                isinstance(decision.data, ConfirmBatch) and not decision.data.confirm
-            ):
-                await batches.record_declined(plan)
-                raise Refused("declined", "The person declined this batch; nothing was created or dialled.")
-            confirmed = isinstance(decision.data, ConfirmBatch)
-            if plan.needs_confirmation and not confirmed:
-                batch, issued = await batches.create(plan, awaiting_confirmation=True)
-                assert issued is not None
-                refused = "; ".join(f"{t.source} {t.request.to_number}: {t.code}" for t in plan.refused[:10])
-                raise Refused(
-                    "confirmation_required",
-                    f"{plan.summary()}. Show this to the user; if they approve, call confirm_batch with token "
-                    f"{issued.token} (single use, expires {issued.expires_at.strftime('%H:%M:%S')} UTC). Batch "
-                    f"{batch.batch_id} waits, nothing is dialled before that."
-                    + (f" Refused tasks: {refused}{' ...' if len(plan.refused) > 10 else ''}." if refused else ""),
-                    batch_id=batch.batch_id, **issued.details(),
-                )
-            batch, _ = await batches.create(plan, awaiting_confirmation=False,
-                                               confirmed_by="elicitation" if confirmed else None)
-            out = batches.created_answer(plan, batch, batch.status)
-            if wait_s > 0:
-                out.progress, _ = await batches.wait(batch.batch_id, wait_s, report=_reporter(ctx))
-                out.status = out.progress.status
+        plan = await batches.plan(from_number=from_number, tasks=_task_dicts(tasks), tasks_csv=tasks_csv,
+                                  name=name, scheduled_at=scheduled_at, call_time_window=call_time_window,
+                                  consume=True, retry_policy=retry_policy, from_numbers=from_numbers,
+                                  local_presence=local_presence)
+        if not plan.accepted:
+            return _result(batches.created_answer(plan, None, "not_created"))
+        if not isinstance(decision, AcceptedElicitation) or (
+            isinstance(decision.data, ConfirmBatch) and not decision.data.confirm
+        ):
+            await batches.record_declined(plan)
+            raise Refused("declined", "The person declined this batch; nothing was created or dialled.")
+        confirmed = isinstance(decision.data, ConfirmBatch)
+        if plan.needs_confirmation and not confirmed:
+            batch, issued = await batches.create(plan, awaiting_confirmation=True)
+            assert issued is not None
+            refused = "; ".join(f"{t.source} {t.request.to_number}: {t.code}" for t in plan.refused[:10])
+            raise Refused(
+                "confirmation_required",
+                f"{plan.summary()}. Show this to the user; if they approve, call confirm_batch with token "
+                f"{issued.token} (single use, expires {issued.expires_at.strftime('%H:%M:%S')} UTC). Batch "
+                f"{batch.batch_id} waits, nothing is dialled before that."
+                + (f" Refused tasks: {refused}{' ...' if len(plan.refused) > 10 else ''}." if refused else ""),
+                batch_id=batch.batch_id, **issued.details(),
+            )
+        batch, _ = await batches.create(plan, awaiting_confirmation=False,
+                                           confirmed_by="elicitation" if confirmed else None)
+        out = batches.created_answer(plan, batch, batch.status)
+        if wait_s > 0:
+            out.progress, _ = await batches.wait(batch.batch_id, wait_s, report=_reporter(ctx))
+            out.status = out.progress.status
         return _result(out)
 
     @mcp.tool(title="Confirm and start a batch", annotations=DIAL)
@@ -259,18 +251,16 @@ def _register_mutating(mcp: MCPServer) -> None:
         """Start the batch a confirmation_required answer described, once the user approved (single-use token,
         5 minutes; an unconfirmed batch is cancelled then)."""
         batches = _batches(ctx)
-        with refusals():
-            batch = await batches.confirm(token)
-            if wait_s > 0:
-                view, _ = await batches.wait(batch.batch_id, wait_s, report=_reporter(ctx))
-                return view
-            return await batches.view(batch.batch_id, with_tasks=False)
+        batch = await batches.confirm(token)
+        if wait_s > 0:
+            view, _ = await batches.wait(batch.batch_id, wait_s, report=_reporter(ctx))
+            return view
+        return await batches.view(batch.batch_id, with_tasks=False)
 
     @mcp.tool(title="Cancel a batch", annotations=CANCEL)
     async def cancel_batch(ctx: Context, batch_id: BatchId) -> CancelledBatch:
         """Stop a batch: every task not dialled yet is cancelled at once; calls already dialled (or being
         dialled right now) go on."""
-        with refusals():
-            batch, cancelled = await _batches(ctx).cancel(batch_id)
-            view = await _batches(ctx).view(batch.batch_id, with_tasks=False)
+        batch, cancelled = await _batches(ctx).cancel(batch_id)
+        view = await _batches(ctx).view(batch.batch_id, with_tasks=False)
         return CancelledBatch(batch=view, cancelled_tasks=cancelled)

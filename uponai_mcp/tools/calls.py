@@ -16,7 +16,7 @@ from uponai_mcp.errors import Refused
 from uponai_mcp.models import MAX_EPOCH_MS, AgentOverride, CallFilter, CallRequest
 from uponai_mcp.outreach.retry import RetryPolicy, with_retry
 from uponai_mcp.outreach.views import ScheduledView
-from uponai_mcp.tools._common import DIAL, READ, services
+from uponai_mcp.tools._common import DIAL, READ, NoQuestion, services
 from uponai_mcp.tools.contract import invalid_argument, result_text
 from uponai_mcp.views import CallDetails, CallSummary, call_uri
 
@@ -61,10 +61,6 @@ class ConfirmDial(BaseModel):
     """The question put to the person when the client supports elicitation."""
 
     confirm: bool = Field(description="Place this call now?")
-
-
-class NoQuestion(BaseModel):
-    reason: str  # not_required | token | replay | unsupported
 
 
 class PlacedCall(BaseModel):

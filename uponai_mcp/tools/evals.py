@@ -18,7 +18,7 @@ from uponai_mcp.evals import plan
 from uponai_mcp.evals.suite import SuiteInvalid, from_data
 from uponai_mcp.evals.views import EvalRunList, EvalRunView, EvalStarted, ResultFilter
 from uponai_mcp.store import StoreUnavailable
-from uponai_mcp.tools._common import DIAL, LOCAL_READ, refusals, services
+from uponai_mcp.tools._common import DIAL, LOCAL_READ, NoQuestion, services
 
 if TYPE_CHECKING:
     from uponai_mcp.evals.service import EvalService
@@ -33,10 +33,6 @@ RunId = Annotated[str, Field(min_length=1, max_length=64, description="The run i
 
 class ConfirmEval(BaseModel):
     confirm: bool = Field(description="Place these evaluation calls now?")
-
-
-class NoQuestion(BaseModel):
-    reason: str  # not_required | unsupported | refused
 
 
 def _evals(ctx: Context) -> EvalService:
@@ -98,24 +94,23 @@ def register(mcp: MCPServer) -> None:
     ) -> EvalStarted:
         """Place an evaluation suite's calls (case x repeat x variant) and score each analyzed call; returns a run id."""
         evals = _evals(ctx)
-        with refusals():
-            parsed, items = _parse(suite, repeat)
-            checked = await evals.check(parsed, items, file="suite")
-            if checked.problems:
-                lines = "; ".join(str(p) for p in checked.problems[:10])
-                raise Refused(_problem_code(checked.problems), f"Nothing was dialled: {lines}",
-                              problems=[p.model_dump() for p in checked.problems])
-            if not isinstance(decision, AcceptedElicitation) or (
-                    isinstance(decision.data, ConfirmEval) and not decision.data.confirm):
-                raise Refused("declined", "The person declined this evaluation; nothing was dialled.")
-            if checked.needs_confirmation and not isinstance(decision.data, ConfirmEval):
-                if confirm_token is None:
-                    raise await evals.ask_confirmation(parsed, items, checked)
-                await evals.redeem(confirm_token, parsed, items)
-            run_id = await evals.create_run(parsed, repeat=repeat, seed=None, file="suite", total=len(items))
-            evals.start(run_id, parsed, items)
-            finished = await evals.wait(run_id, wait_s, report=_reporter(ctx)) if wait_s > 0 else False
-            view = await evals.view(run_id, results="none")
+        parsed, items = _parse(suite, repeat)
+        checked = await evals.check(parsed, items, file="suite")
+        if checked.problems:
+            lines = "; ".join(str(p) for p in checked.problems[:10])
+            raise Refused(_problem_code(checked.problems), f"Nothing was dialled: {lines}",
+                          problems=[p.model_dump() for p in checked.problems])
+        if not isinstance(decision, AcceptedElicitation) or (
+                isinstance(decision.data, ConfirmEval) and not decision.data.confirm):
+            raise Refused("declined", "The person declined this evaluation; nothing was dialled.")
+        if checked.needs_confirmation and not isinstance(decision.data, ConfirmEval):
+            if confirm_token is None:
+                raise await evals.ask_confirmation(parsed, items, checked)
+            await evals.redeem(confirm_token, parsed, items)
+        run_id = await evals.create_run(parsed, repeat=repeat, seed=None, file="suite", total=len(items))
+        evals.start(run_id, parsed, items)
+        finished = await evals.wait(run_id, wait_s, report=_reporter(ctx)) if wait_s > 0 else False
+        view = await evals.view(run_id, results="none")
         return EvalStarted(**view.model_dump(exclude={"summary", "results", "results_total"}), finished=finished,
                            summary=view.summary if finished else None)
 
@@ -126,8 +121,7 @@ def register(mcp: MCPServer) -> None:
         limit: Annotated[int, Field(ge=0, le=1000, description="At most this many results.")] = 100,
     ) -> EvalRunView:
         """A run's status, pass rates with 95% intervals, flaky cases, variant verdicts and per-call results."""
-        with refusals():
-            return await _evals(ctx).view(run_id, results=results, limit=limit)
+        return await _evals(ctx).view(run_id, results=results, limit=limit)
 
     @mcp.tool(title="List evaluation runs", annotations=LOCAL_READ)
     async def list_eval_runs(
@@ -135,8 +129,7 @@ def register(mcp: MCPServer) -> None:
         limit: Annotated[int, Field(ge=1, le=100, description="Runs to list, newest first.")] = 20,
     ) -> EvalRunList:
         """Evaluation runs, newest first, with status and pass counts."""
-        with refusals():
-            return EvalRunList(runs=await _evals(ctx).list(limit))
+        return EvalRunList(runs=await _evals(ctx).list(limit))
 
     @mcp.resource("uponai://evals/{run_id}", name="eval_run", title="Evaluation run", mime_type="application/json",
                   description="An evaluation run's scores and failed results; subscribe to follow it live.")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from uponai_mcp.errors import Refused
 from uponai_mcp.models import Agent, BindingUpdate, WeightedAgent
-from uponai_mcp.tools._common import IDEMPOTENT_WRITE, READ, refusals, services
+from uponai_mcp.tools._common import IDEMPOTENT_WRITE, READ, services
 from uponai_mcp.views import NumberView
 
 AgentId = Annotated[str | None, Field(min_length=1, max_length=128)]
@@ -58,16 +58,14 @@ def register(mcp: MCPServer) -> None:
     async def list_phone_numbers(ctx: Context) -> NumberList:
         """The account's numbers with provider (twilio, telnyx, custom), CPS scope and agent bindings."""
         svc = services(ctx)
-        with refusals():
-            numbers = await svc.directory.numbers(fresh=True)
+        numbers = await svc.directory.numbers(fresh=True)
         return NumberList(numbers=[NumberView.of(n) for n in numbers])
 
     @mcp.tool(title="List agents", annotations=READ)
     async def list_agents(ctx: Context) -> AgentList_:
         """The account's voice agents with their versions."""
         svc = services(ctx)
-        with refusals():
-            return AgentList_(agents=await svc.directory.agents())
+        return AgentList_(agents=await svc.directory.agents())
 
     @mcp.tool(title="Bind agents to a phone number", annotations=IDEMPOTENT_WRITE)
     async def bind_agent(
@@ -87,15 +85,14 @@ def register(mcp: MCPServer) -> None:
         different agents per direction, a weighted A/B split, a pinned version, or unset a direction.
         Directions not mentioned stay as they are."""
         svc = services(ctx)
-        with refusals():
-            update = BindingUpdate(
-                inbound_agents=_direction("inbound", inbound_agent_id, inbound_agent_version, inbound_agents,
-                                          unset_inbound),
-                outbound_agents=_direction("outbound", outbound_agent_id, outbound_agent_version,
-                                           outbound_agents, unset_outbound),
-            )
-            if update.inbound_agents is None and update.outbound_agents is None:
-                raise Refused("invalid_argument", "Say what to bind: an inbound or outbound agent, a weighted "
-                              "list, or unset_inbound / unset_outbound.")
-            before, after = await svc.bind(phone_number, update)
+        update = BindingUpdate(
+            inbound_agents=_direction("inbound", inbound_agent_id, inbound_agent_version, inbound_agents,
+                                      unset_inbound),
+            outbound_agents=_direction("outbound", outbound_agent_id, outbound_agent_version,
+                                       outbound_agents, unset_outbound),
+        )
+        if update.inbound_agents is None and update.outbound_agents is None:
+            raise Refused("invalid_argument", "Say what to bind: an inbound or outbound agent, a weighted "
+                          "list, or unset_inbound / unset_outbound.")
+        before, after = await svc.bind(phone_number, update)
         return BindingChange(phone_number=phone_number, before=NumberView.of(before), after=NumberView.of(after))
