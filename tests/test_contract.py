@@ -308,3 +308,45 @@ def test_toolsets_setting_is_parsed_strictly() -> None:
     assert Settings.from_env({"UPONAI_TOOLSETS": "calls, evals"}).toolsets == ("calls", "evals")
     assert Settings.from_env({}).toolsets == ("calls", "batches", "outreach")
     assert any("UPONAI_TOOLSETS" in e for e in Settings.from_env({"UPONAI_TOOLSETS": "calls,nope"}).errors)
+
+
+async def _twenty(h: Any, tool: str, args_of: Any) -> list[Any]:
+    results: list[Any] = []
+
+    async def one(i: int) -> None:
+        results.append(await h.call(tool, **args_of(i)))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, i)
+    return results
+
+
+async def test_twenty_concurrent_confirmations_of_one_token_place_one_call(tmp_path: Path) -> None:
+    async with harness(tmp_path, confirm="always") as h:
+        asked = await h.call("create_phone_call", from_number=TELNYX, to_number=TO)
+        token = asked.meta[ERROR_META_KEY]["details"]["token"]
+        results = await _twenty(h, "confirm_call", lambda i: {"token": token})
+        placed = [r for r in results if not r.is_error]
+        assert len(placed) == 1
+        assert sorted(refusal_code(r) for r in results if r.is_error) == ["confirmation_invalid"] * 19
+        assert len(await h.sandbox_calls()) == 1
+
+
+async def test_twenty_concurrent_creates_with_one_key_place_one_call(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        results = await _twenty(h, "create_phone_call",
+                                lambda i: {"from_number": TELNYX, "to_number": TO, "idempotency_key": "same"})
+        assert all(not r.is_error for r in results), [r.content[0].text for r in results if r.is_error]
+        assert len({r.structured_content["call_id"] for r in results}) == 1
+        assert sum(not r.structured_content["replayed"] for r in results) == 1
+        assert len(await h.sandbox_calls()) == 1
+
+
+async def test_twenty_concurrent_callers_cannot_pass_the_daily_cap(tmp_path: Path) -> None:
+    async with harness(tmp_path, max_calls_per_day=1) as h:
+        results = await _twenty(h, "create_phone_call",
+                                lambda i: {"from_number": TELNYX, "to_number": f"+1415555{2700 + i:04d}"})
+        assert sum(not r.is_error for r in results) == 1
+        assert sorted(refusal_code(r) for r in results if r.is_error) == ["budget_exceeded"] * 19
+        assert len(await h.sandbox_calls()) == 1
